@@ -1,0 +1,318 @@
+"""Run configuration: nested dataclasses, YAML presets and dotted command-line overrides.
+
+The dataclasses are the one source of truth for every setting. Their defaults describe the
+default job of ``parrot train``; presets (``parrot_t2i/configs/*.yaml``, also reachable as
+``configs/`` in a checkout) override some fields, and ``--set key=value`` overrides any field.
+Every mistake is reported as a :class:`ConfigError` with a one-line message naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+# Names users bring from other trainers, for "did you mean" suggestions only.
+ALIASES = {
+    "lr": "learning_rate",
+    "weight_decay": "adam_weight_decay",
+    "grad_clip": "max_grad_norm",
+    "steps": "num_inference_steps",
+    "cfg": "guidance_scale",
+    "cfg_scale": "guidance_scale",
+    "iterations": "num_iterations",
+    "epochs": "num_iterations",
+}
+
+
+class ConfigError(ValueError):
+    """A user mistake in a configuration; the CLI prints its message as one line."""
+
+
+@dataclass
+class ModelConfig:
+    # Hub id, local diffusers folder, or "builtin:NAME" for a model the package builds itself.
+    pretrained: str = "builtin:tiny"
+    # Which UNet parameters are trained: "cross_attention" (the paper), "lora" (peft) or "full".
+    trainable: Literal["cross_attention", "lora", "full"] = "cross_attention"
+    # LoRA rank and alpha (alpha defaults to the rank, i.e. scale 1); used when trainable == "lora".
+    lora_rank: int = 4
+    lora_alpha: float | None = None
+
+
+@dataclass
+class SampleConfig:
+    # Denoising steps T of the stochastic DDIM sampler.
+    num_inference_steps: int = 20
+    # Classifier-free guidance scale w (paper: 5.0); the negative prompt is empty.
+    guidance_scale: float = 5.0
+    # DDIM stochasticity η in (0, 1]; must be > 0 so that log p(x_{t-1}|x_t) exists.
+    eta: float = 1.0
+    # Prompts drawn per iteration (global, across processes).
+    prompts_per_iteration: int = 4
+    # Images per prompt N: the selection group of the paper (split round-robin over the K rewards).
+    images_per_prompt: int = 4
+    # Images per UNet call while sampling (per process); memory knob only.
+    batch_size: int = 16
+
+
+@dataclass
+class PromptConfig:
+    # Training prompts given inline; used when `file` is empty.
+    prompts: list[str] = field(default_factory=lambda: ["a photo of a cat", "a red circle", "a city at night"])
+    # A text file with one prompt per line (blank lines and lines starting with # are skipped).
+    file: str | None = None
+    # Prefix each training prompt with its reward identifier (paper §3.3): "<reward k> prompt".
+    identifiers: bool = True
+    # Identifier format; "{k}" is the 1-based reward number.
+    identifier_template: str = "<reward {k}>"
+
+
+@dataclass
+class RewardSpec:
+    # Registered reward name (see `parrot rewards`) or "module:function" for user code.
+    name: str = "brightness"
+    # Keyword arguments for the reward's constructor.
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectiveConfig:
+    # "parrot" (Eq. 4), "weighted_sum" (DPOK-style) or "single" (one reward).
+    name: Literal["parrot", "weighted_sum", "single"] = "parrot"
+    # weighted_sum: one weight per reward, in reward order (default: equal weights).
+    weights: list[float] | None = None
+    # single: the name of the reward to optimise.
+    reward: str | None = None
+    # parrot: Pareto selection within each prompt's images ("group", the paper) or over the batch.
+    selection: Literal["group", "global"] = "group"
+    # Reward values entering the weights: raw ("none", the paper), standardised over the batch,
+    # or per prompt group (GRPO-style advantages).
+    reward_normalization: Literal["none", "batch", "group"] = "none"
+
+
+@dataclass
+class TrainConfig:
+    # RL iterations (one iteration = sample, score, select, one optimiser step).
+    num_iterations: int = 10
+    # AdamW settings (paper: lr 1e-5, betas (0.9, 0.999), weight decay 0.1).
+    learning_rate: float = 1e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 0.1
+    adam_epsilon: float = 1e-8
+    # Gradient-norm clip (paper: 1e-4).
+    max_grad_norm: float = 1.0
+    # Samples per forward/backward chunk of the update (per process); memory knob only.
+    batch_size: int = 8
+    # Fraction of the T timesteps trained on per sample (paper: 1.0, all of them).
+    timestep_fraction: float = 1.0
+    # PPO clip range ε on the importance ratio (DDPO); None = plain REINFORCE (the paper).
+    clip_range: float | None = None
+    # Passes over each iteration's samples; > 1 only makes sense with clip_range.
+    num_inner_epochs: int = 1
+    # "no", "fp16" or "bf16" (accelerate autocast).
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    seed: int = 0
+    # Run folder: TensorBoard logs, sample grids, checkpoints, resolved config.
+    output_dir: str = "runs/parrot"
+    # Save trainable weights every N iterations (0: only at the end).
+    checkpoint_every: int = 0
+    # Log an image grid every N iterations (0: never, except first and last).
+    log_images_every: int = 5
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec("brightness"), RewardSpec("colorfulness")])
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        """Range and cross-field checks; raises ConfigError naming the key."""
+        checks = [
+            ("model.lora_rank", self.model.lora_rank >= 1, ">= 1"),
+            ("sample.num_inference_steps", self.sample.num_inference_steps >= 1, ">= 1"),
+            ("sample.guidance_scale", self.sample.guidance_scale >= 1.0, ">= 1.0"),
+            ("sample.eta", 0.0 < self.sample.eta <= 1.0, "in (0, 1]"),
+            ("sample.prompts_per_iteration", self.sample.prompts_per_iteration >= 1, ">= 1"),
+            ("sample.images_per_prompt", self.sample.images_per_prompt >= 1, ">= 1"),
+            ("sample.batch_size", self.sample.batch_size >= 1, ">= 1"),
+            ("train.num_iterations", self.train.num_iterations >= 0, ">= 0"),
+            ("train.learning_rate", self.train.learning_rate > 0, "> 0"),
+            ("train.adam_beta1", 0 <= self.train.adam_beta1 < 1, "in [0, 1)"),
+            ("train.adam_beta2", 0 <= self.train.adam_beta2 < 1, "in [0, 1)"),
+            ("train.adam_weight_decay", self.train.adam_weight_decay >= 0, ">= 0"),
+            ("train.max_grad_norm", self.train.max_grad_norm > 0, "> 0"),
+            ("train.batch_size", self.train.batch_size >= 1, ">= 1"),
+            ("train.timestep_fraction", 0 < self.train.timestep_fraction <= 1, "in (0, 1]"),
+            ("train.clip_range", self.train.clip_range is None or self.train.clip_range > 0, "> 0 or null"),
+            ("train.num_inner_epochs", self.train.num_inner_epochs >= 1, ">= 1"),
+            ("train.checkpoint_every", self.train.checkpoint_every >= 0, ">= 0"),
+            ("train.log_images_every", self.train.log_images_every >= 0, ">= 0"),
+        ]
+        for key, ok, allowed in checks:
+            if not ok:
+                raise ConfigError(f"{key} must be {allowed} (got {_lookup(self, key)!r})")
+        if not self.rewards:
+            raise ConfigError("rewards: at least one reward is required")
+        names = [r.name for r in self.rewards]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"rewards: each reward may appear once (got {names})")
+        obj = self.objective
+        if obj.weights is not None and len(obj.weights) != len(names):
+            raise ConfigError(f"objective.weights needs one weight per reward ({len(names)}: {names}), got {obj.weights}")
+        if obj.name == "single" and obj.reward not in names:
+            raise ConfigError(f"objective.reward must name one of the configured rewards {names} (got {obj.reward!r})")
+        if self.train.num_inner_epochs > 1 and self.train.clip_range is None:
+            raise ConfigError("train.num_inner_epochs > 1 reuses stale samples and needs train.clip_range (PPO clipping)")
+        if "{k}" not in self.prompts.identifier_template:
+            raise ConfigError("prompts.identifier_template must contain '{k}'")
+        return self
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then a preset (a YAML path or a packaged preset name), then ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_yaml(_find_preset(path))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.learning_rate=1e-5")
+        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return _build(Config, data, "").validate()
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _find_preset(path: str | Path) -> Path:
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    packaged = PRESET_DIR / f"{candidate.stem}.yaml"
+    if candidate.suffix in ("", ".yaml") and packaged.is_file() and candidate.parent.name in ("", "configs"):
+        return packaged
+    raise ConfigError(f"config file {str(path)!r} not found (packaged presets: {', '.join(preset_names())})")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a section")
+    node[leaf] = value
+
+
+def _lookup(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Construct dataclass ``cls`` from plain data, checking keys and types recursively."""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            close = [ALIASES[key]] if ALIASES.get(key) in fields else difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean '{where + '.' if where else ''}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{path}'{hint}; valid keys here: {', '.join(sorted(fields))}")
+        kwargs[key] = _coerce(hints[key], value, path)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _coerce(option, value, where)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where} must be one of {', '.join(map(repr, args))} (got {value!r})")
+        return value
+    if dataclasses.is_dataclass(hint):
+        if hint is RewardSpec and isinstance(value, str):
+            return RewardSpec(name=value)
+        return _build(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list (got {value!r})")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping (got {value!r})")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false (got {value!r})")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer (got {value!r})")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number (got {value!r})")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string (got {value!r})")
+        return value
+    return value

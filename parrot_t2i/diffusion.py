@@ -1,0 +1,186 @@
+"""Stochastic DDIM sampling with per-step log-probabilities, and their recomputation for training.
+
+Parrot's policy is the denoising chain: each DDIM step with η > 0 is a Gaussian
+p_θ(x_{t-1} | x_t, c) = N(μ_θ(x_t, t, c), σ_t² I) (Song et al. 2021, Eq. 12/16), so the chain's
+log-likelihood is a sum of per-step Gaussian log-densities (DDPO, Black et al. 2024).
+
+Log-prob convention: **mean** over the non-batch dimensions of the per-element Gaussian
+log-density (as DDPO does), so the loss scale and a good learning rate do not depend on the
+resolution. Sum over dimensions = mean × C·H·W.
+
+The arithmetic reuses the scheduler's own tables (``alphas_cumprod``, ``final_alpha_cumprod``,
+prediction type, sample clipping), and is checked against ``DDIMScheduler.step`` in the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from diffusers import DDIMScheduler
+from diffusers.utils.torch_utils import randn_tensor
+from torch import Tensor
+
+
+@dataclass
+class Conditioning:
+    """Text conditioning of a batch: encoder hidden states plus SDXL-style extra UNet inputs."""
+
+    embeds: Tensor  # (B, L, D) encoder_hidden_states
+    added: dict[str, Tensor] = field(default_factory=dict)  # e.g. SDXL text_embeds, time_ids: (B, ...)
+
+    def __getitem__(self, index) -> "Conditioning":
+        return Conditioning(self.embeds[index], {k: v[index] for k, v in self.added.items()})
+
+    def __len__(self) -> int:
+        return len(self.embeds)
+
+    @staticmethod
+    def cat(parts: list["Conditioning"]) -> "Conditioning":
+        added = {k: torch.cat([p.added[k] for p in parts]) for k in parts[0].added}
+        return Conditioning(torch.cat([p.embeds for p in parts]), added)
+
+
+@dataclass
+class Trajectory:
+    """Everything the update needs from one sampled batch."""
+
+    latents: Tensor  # (B, T+1, C, H, W): x_T ... x_0
+    timesteps: Tensor  # (T,) scheduler timesteps, descending
+    log_probs: Tensor  # (B, T): log p(x_{t-1} | x_t) at sampling time
+
+
+def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """Mean over non-batch dims of log N(x; mean, std²). x, mean (B, ...); std broadcastable -> (B,)."""
+    log_density = -((x - mean) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
+    return log_density.mean(dim=tuple(range(1, x.ndim)))
+
+
+def classifier_free_guidance(eps_uncond: Tensor, eps_cond: Tensor, guidance_scale: float) -> Tensor:
+    """ε(∅) + w·(ε(c) − ε(∅)) (Ho & Salimans 2022)."""
+    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
+def _per_sample(values: Tensor, ndim: int) -> Tensor:
+    return values.reshape(-1, *([1] * (ndim - 1)))
+
+
+def ddim_step_log_prob(
+    scheduler: DDIMScheduler,
+    model_output: Tensor,
+    timesteps: Tensor,
+    sample: Tensor,
+    eta: float,
+    prev_sample: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One stochastic DDIM step x_t -> x_{t-1} and its log-probability.
+
+    model_output, sample: (B, C, H, W); timesteps: (B,) or scalar (every sample may sit at a
+    different step, as in timestep-subsampled training). When ``prev_sample`` is given it is
+    scored instead of drawn. Returns (prev_sample, log_prob (B,)). Computed in float32.
+    """
+    if eta <= 0:
+        raise ValueError("eta must be > 0: a deterministic DDIM step has no log-probability")
+    if scheduler.num_inference_steps is None:
+        raise ValueError("call scheduler.set_timesteps(num_inference_steps) first")
+    cfg = scheduler.config
+    model_output, sample = model_output.float(), sample.float()
+    t = timesteps.to(sample.device).long().expand(len(sample))
+    prev_t = t - cfg.num_train_timesteps // scheduler.num_inference_steps
+    alphas = scheduler.alphas_cumprod.to(sample.device, torch.float32)
+    final = torch.as_tensor(scheduler.final_alpha_cumprod, dtype=torch.float32, device=sample.device)
+    alpha_t = _per_sample(alphas[t], sample.ndim)
+    alpha_prev = _per_sample(torch.where(prev_t >= 0, alphas[prev_t.clamp(min=0)], final), sample.ndim)
+    beta_t = 1 - alpha_t
+
+    if cfg.prediction_type == "epsilon":
+        pred_x0, pred_eps = (sample - beta_t.sqrt() * model_output) / alpha_t.sqrt(), model_output
+    elif cfg.prediction_type == "v_prediction":
+        pred_x0 = alpha_t.sqrt() * sample - beta_t.sqrt() * model_output
+        pred_eps = alpha_t.sqrt() * model_output + beta_t.sqrt() * sample
+    elif cfg.prediction_type == "sample":
+        pred_x0, pred_eps = model_output, (sample - alpha_t.sqrt() * model_output) / beta_t.sqrt()
+    else:
+        raise ValueError(f"unsupported prediction_type {cfg.prediction_type!r}")
+    if cfg.thresholding:
+        raise ValueError("dynamic thresholding is not supported by the log-prob DDIM step")
+    if cfg.clip_sample:
+        pred_x0 = pred_x0.clamp(-cfg.clip_sample_range, cfg.clip_sample_range)
+
+    variance = (1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)  # σ_t² at η = 1
+    std = eta * variance.sqrt()
+    mean = alpha_prev.sqrt() * pred_x0 + (1 - alpha_prev - std**2).clamp(min=0).sqrt() * pred_eps
+    if prev_sample is None:
+        noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+        prev_sample = mean + std * noise
+    # A step with σ = 0 (the last step when final_alpha_cumprod = 1) is deterministic: it has no
+    # density and no policy-gradient term, so its log-prob is defined as 0.
+    stochastic = std.flatten() > 0
+    log_prob = gaussian_log_prob(prev_sample.float(), mean, torch.where(std > 0, std, torch.ones_like(std)))
+    return prev_sample, torch.where(stochastic, log_prob, torch.zeros_like(log_prob))
+
+
+def guided_noise(unet, sample: Tensor, timesteps: Tensor, cond: Conditioning, uncond: Conditioning, guidance_scale: float) -> Tensor:
+    """Classifier-free-guided ε from **one** batched UNet call over [uncond; cond]."""
+    if guidance_scale == 1.0:
+        return _unet(unet, sample, timesteps, cond)
+    both = Conditioning.cat([uncond, cond])
+    t = timesteps.expand(len(sample))
+    eps = _unet(unet, torch.cat([sample, sample]), torch.cat([t, t]), both)
+    eps_uncond, eps_cond = eps.chunk(2)
+    return classifier_free_guidance(eps_uncond, eps_cond, guidance_scale)
+
+
+def _unet(unet, sample: Tensor, timesteps: Tensor, cond: Conditioning) -> Tensor:
+    extra = {"added_cond_kwargs": cond.added} if cond.added else {}
+    return unet(sample.to(cond.embeds.dtype), timesteps, encoder_hidden_states=cond.embeds, return_dict=False, **extra)[0]
+
+
+@torch.no_grad()
+def sample_trajectory(
+    unet,
+    scheduler: DDIMScheduler,
+    cond: Conditioning,
+    uncond: Conditioning,
+    latent_shape: tuple[int, ...],
+    guidance_scale: float,
+    eta: float,
+    generator: torch.Generator | None = None,
+) -> Trajectory:
+    """Run the stochastic DDIM chain for a batch, recording x_T..x_0 and every step's log-prob.
+
+    ``scheduler.set_timesteps`` must have been called. latent_shape is (C, H, W).
+    """
+    device = cond.embeds.device
+    x = randn_tensor((len(cond), *latent_shape), generator=generator, device=device, dtype=torch.float32)
+    x = x * scheduler.init_noise_sigma
+    latents, log_probs = [x], []
+    timesteps = scheduler.timesteps.to(device)
+    for t in timesteps:
+        eps = guided_noise(unet, scheduler.scale_model_input(x, t), t.reshape(1), cond, uncond, guidance_scale)
+        x, log_prob = ddim_step_log_prob(scheduler, eps, t, x, eta, generator=generator)
+        latents.append(x)
+        log_probs.append(log_prob)
+    return Trajectory(torch.stack(latents, 1), timesteps, torch.stack(log_probs, 1))
+
+
+def step_log_prob(
+    unet,
+    scheduler: DDIMScheduler,
+    sample: Tensor,
+    prev_sample: Tensor,
+    timesteps: Tensor,
+    cond: Conditioning,
+    uncond: Conditioning,
+    guidance_scale: float,
+    eta: float,
+) -> Tensor:
+    """Recompute log p_θ(prev_sample | sample) under the current weights, with gradients.
+
+    sample, prev_sample: (B, C, H, W); timesteps: (B,). Returns (B,). With unchanged weights this
+    reproduces the sampling-time log-probs (tested to 1e-5).
+    """
+    eps = guided_noise(unet, scheduler.scale_model_input(sample, timesteps), timesteps, cond, uncond, guidance_scale)
+    return ddim_step_log_prob(scheduler, eps, timesteps, sample, eta, prev_sample=prev_sample)[1]

@@ -1,0 +1,6 @@
+"""Reward models. Importing this package registers every built-in reward."""
+
+from . import image_stats  # noqa: F401  (registers brightness, colorfulness, jpeg_*)
+from .base import REGISTRY, CallableReward, Reward, build_reward, register_reward
+
+__all__ = ["REGISTRY", "CallableReward", "Reward", "build_reward", "register_reward"]

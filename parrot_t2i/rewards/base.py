@@ -1,0 +1,87 @@
+"""The reward protocol and registry.
+
+A reward is anything with a ``name`` and a batched, gradient-free
+``__call__(images: Tensor[B, 3, H, W] in [0, 1], prompts: list[str]) -> Tensor[B]`` (higher is
+better). Built-in families register a factory under a name; users point at their own code with
+``"module:function"`` — the only way configuration can run user code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from ..config import ConfigError, RewardSpec
+
+
+@runtime_checkable
+class Reward(Protocol):
+    name: str
+
+    def __call__(self, images: Tensor, prompts: list[str]) -> Tensor: ...
+
+
+REGISTRY: dict[str, Callable[..., Reward]] = {}
+
+
+def register_reward(name: str):
+    """Class or factory decorator: ``@register_reward("brightness")``."""
+
+    def wrap(factory):
+        REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+class CallableReward:
+    """Adapts a plain function ``fn(images, prompts) -> Tensor[B] | sequence`` to the protocol."""
+
+    def __init__(self, name: str, fn: Callable[[Tensor, list[str]], Any]):
+        self.name, self.fn = name, fn
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
+        scores = torch.as_tensor(self.fn(images, prompts), dtype=torch.float32).reshape(-1)
+        if len(scores) != len(images):
+            raise ValueError(f"reward {self.name!r} returned {len(scores)} scores for {len(images)} images")
+        return scores
+
+
+def build_reward(spec: RewardSpec | str | dict) -> Reward:
+    """A reward from a config entry: a registered name, or ``module:function`` for user code.
+
+    For user code, the named object is the reward function itself; when ``args`` are given it is
+    a factory instead, called with them to produce the reward.
+    """
+    if isinstance(spec, str):
+        spec = RewardSpec(name=spec)
+    elif isinstance(spec, dict):
+        spec = RewardSpec(**spec)
+    if ":" in spec.name:
+        obj = _import(spec.name)
+        reward = obj(**spec.args) if spec.args else obj
+        return reward if isinstance(reward, Reward) else CallableReward(spec.name, reward)
+    if spec.name not in REGISTRY:
+        raise ConfigError(f"unknown reward {spec.name!r}; known rewards: {', '.join(sorted(REGISTRY))} (or 'module:function')")
+    try:
+        return REGISTRY[spec.name](**spec.args)
+    except TypeError as err:
+        raise ConfigError(f"reward {spec.name!r}: bad args {spec.args} ({err})") from None
+
+
+def _import(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"reward {target!r}: cannot import module {module_name!r} ({err})") from None
+    if not hasattr(module, attr):
+        raise ConfigError(f"reward {target!r}: module {module_name!r} has no attribute {attr!r}")
+    obj = getattr(module, attr)
+    if not callable(obj):
+        raise ConfigError(f"reward {target!r} is not callable")
+    return obj

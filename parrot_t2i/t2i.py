@@ -1,0 +1,157 @@
+"""The text-to-image policy p_θ: a Stable-Diffusion-style diffusers model and its trainable part.
+
+Components are loaded one by one through their own ``from_pretrained`` (so a folder without a
+VAE, like the pixel-space mini world, loads through the same path as SD 1.5), and the scheduler is
+always DDIM, built from the model's own scheduler config (Parrot samples with stochastic DDIM).
+Only the UNet is trained; the paper trains its cross-attention layers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from transformers import AutoTokenizer, CLIPTextModel
+
+from .diffusion import Conditioning
+from .errors import ParrotError, missing_weights_error
+from .tiny import BUILTIN, builtin_path
+
+logger = logging.getLogger(__name__)
+
+TRAINABLE_FILE = "unet_trainable.safetensors"
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Map ``builtin:NAME`` to its folder; hub ids and paths pass through."""
+    if name_or_path.startswith("builtin:"):
+        name = name_or_path.removeprefix("builtin:")
+        if name not in BUILTIN:
+            raise ParrotError(f"unknown built-in model {name_or_path!r} (built-ins: {', '.join('builtin:' + b for b in BUILTIN)})")
+        return str(builtin_path(name))
+    return name_or_path
+
+
+@dataclass
+class T2IPolicy:
+    unet: UNet2DConditionModel
+    text_encoder: CLIPTextModel
+    tokenizer: AutoTokenizer
+    scheduler: DDIMScheduler
+    vae: AutoencoderKL | None = None
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, torch_dtype: torch.dtype = torch.float32) -> "T2IPolicy":
+        source = resolve_model(name_or_path)
+        try:
+            index = DiffusionPipeline.load_config(source)
+            unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=torch_dtype)
+            text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=torch_dtype)
+            tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
+            scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
+            vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=torch_dtype) if "vae" in index else None
+        except OSError as err:
+            raise missing_weights_error(name_or_path, err) from None
+        for module in (unet, text_encoder, vae):
+            if module is not None:
+                module.requires_grad_(False).eval()
+        return cls(unet, text_encoder, tokenizer, scheduler, vae)
+
+    # ------------------------------------------------------------------ geometry
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+
+    @property
+    def resolution(self) -> int:
+        """Native image side: UNet sample size times the VAE's downsampling."""
+        return self.unet.config.sample_size * self.vae_scale_factor
+
+    def latent_shape(self, resolution: int | None = None) -> tuple[int, int, int]:
+        side = (resolution or self.resolution) // self.vae_scale_factor
+        return (self.unet.config.in_channels, side, side)
+
+    def to(self, device: torch.device | str) -> "T2IPolicy":
+        for module in (self.unet, self.text_encoder, self.vae):
+            if module is not None:
+                module.to(device)
+        return self
+
+    # ------------------------------------------------------------------ text and pixels
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> Conditioning:
+        """CLIP text embeddings (last hidden state), truncated to the encoder's limit with a warning."""
+        limit = self.tokenizer.model_max_length
+        tokens = self.tokenizer(prompts, padding="max_length", max_length=limit, truncation=True, return_tensors="pt")
+        too_long = sum(len(ids) > limit for ids in self.tokenizer(prompts).input_ids)
+        if too_long:
+            logger.warning("%d prompt(s) exceed the text encoder's %d tokens and were truncated", too_long, limit)
+        ids = tokens.input_ids.to(self.text_encoder.device)
+        return Conditioning(self.text_encoder(ids, return_dict=False)[0])
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor) -> Tensor:
+        """Final latents (B, C, h, w) -> images (B, 3, H, W) in [0, 1], float32."""
+        if self.vae is not None:
+            latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
+            latents = self.vae.decode(latents, return_dict=False)[0]
+        return (latents.float() / 2 + 0.5).clamp(0, 1)
+
+    # ------------------------------------------------------------------ trainable parameters
+
+    def set_trainable(self, mode: str, lora_rank: int = 4, lora_alpha: float | None = None) -> list[torch.nn.Parameter]:
+        """Unfreeze the parameters Parrot trains and return them.
+
+        cross_attention: every parameter of the UNet's ``attn2`` blocks (the paper's choice);
+        lora: peft LoRA adapters on all attention projections; full: the whole UNet.
+        """
+        self.unet.requires_grad_(False)
+        if mode == "full":
+            self.unet.requires_grad_(True)
+        elif mode == "cross_attention":
+            for name, param in self.unet.named_parameters():
+                if ".attn2." in name:
+                    param.requires_grad_(True)
+        elif mode == "lora":
+            from peft import LoraConfig
+
+            self.unet.add_adapter(
+                LoraConfig(r=lora_rank, lora_alpha=lora_alpha or lora_rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
+            )
+        else:
+            raise ValueError(f"unknown trainable set {mode!r}")
+        params = [p for p in self.unet.parameters() if p.requires_grad]
+        if not params:
+            raise ParrotError(f"model.trainable={mode!r} selects no parameters in this UNet")
+        return params
+
+    def save_trainable(self, directory: str | Path, mode: str) -> None:
+        """Trainable weights as safetensors; LoRA in the layout ``pipeline.load_lora_weights`` reads."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if mode == "lora":
+            from diffusers import StableDiffusionPipeline
+            from diffusers.utils import convert_state_dict_to_diffusers
+            from peft.utils import get_peft_model_state_dict
+
+            layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet))
+            StableDiffusionPipeline.save_lora_weights(directory, unet_lora_layers=layers)
+            return
+        state = {n: p.detach().cpu().contiguous() for n, p in self.unet.named_parameters() if p.requires_grad}
+        save_file(state, directory / TRAINABLE_FILE)
+
+    def load_trainable(self, directory: str | Path) -> None:
+        """Load weights written by :meth:`save_trainable` (full or cross-attention sets)."""
+        state = load_file(Path(directory) / TRAINABLE_FILE)
+        missing = set(state) - {n for n, _ in self.unet.named_parameters()}
+        if missing:
+            raise ParrotError(f"{directory}: {len(missing)} saved tensors do not fit this UNet (e.g. {sorted(missing)[0]})")
+        self.unet.load_state_dict(state, strict=False)

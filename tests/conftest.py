@@ -1,0 +1,33 @@
+"""Shared fixtures: offline, seeded, two threads, and tiny models round-tripped through from_pretrained."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from parrot_t2i.tiny import build_tiny_sd  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """Every test: fixed seed, and a private cache so built-in models are built from scratch."""
+    torch.manual_seed(0)
+    monkeypatch.setenv("PARROT_CACHE", str(tmp_path_factory.getbasetemp() / "parrot-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pixel_model(tmp_path_factory):
+    """A pixel-space tiny model folder (3×16×16 images, no VAE)."""
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-pixel"), sample_size=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_model(tmp_path_factory):
+    """A genuine tiny StableDiffusionPipeline folder (VAE latents 4×8×8, images 16×16)."""
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"), sample_size=8, with_vae=True)

@@ -1,0 +1,38 @@
+import subprocess
+import sys
+
+from parrot_t2i.cli import main
+
+
+def test_train_tiny_preset_end_to_end(tmp_path, capsys):
+    code = main(["train", "--config", "configs/tiny.yaml", "--set", "train.num_iterations=2", "--set", "sample.num_inference_steps=3", "--output-dir", str(tmp_path / "run")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "brightness:" in out and str(tmp_path / "run") in out
+
+
+def test_user_mistakes_exit_2_with_one_line(capsys):
+    assert main(["train", "--set", "train.lr=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("parrot: error: unknown config key 'train.lr' (did you mean 'train.learning_rate'?)")
+    assert len(err.splitlines()) == 1
+    assert main(["train", "--set", "rewards=[brightnes]", "--set", "train.num_iterations=1"]) == 2
+    assert "known rewards: brightness" in capsys.readouterr().err
+
+
+def test_console_entry_point_prints_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "parrot_t2i.cli", "train", "--config", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "not found" in proc.stderr
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["train", "--config", "tiny", "--output-dir", str(blocker / "run")]) == 2
+    assert "cannot create the run folder" in capsys.readouterr().err
+
+
+def test_rewards_command_lists_registry(capsys):
+    assert main(["rewards"]) == 0
+    assert "brightness" in capsys.readouterr().out

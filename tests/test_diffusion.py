@@ -1,0 +1,127 @@
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from parrot_t2i.diffusion import (
+    Conditioning,
+    classifier_free_guidance,
+    ddim_step_log_prob,
+    gaussian_log_prob,
+    guided_noise,
+    sample_trajectory,
+    step_log_prob,
+)
+from parrot_t2i.t2i import T2IPolicy
+
+
+def test_log_prob_convention_is_mean_over_dimensions():
+    x, mean = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    std = torch.tensor([0.5, 1.0, 2.0]).reshape(3, 1, 1, 1)
+    expected = torch.distributions.Normal(mean, std.expand_as(mean)).log_prob(x).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(gaussian_log_prob(x, mean, std), expected)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(prediction_type="epsilon"),
+        dict(prediction_type="v_prediction"),
+        dict(prediction_type="sample"),
+        dict(prediction_type="epsilon", clip_sample=True),
+        dict(prediction_type="epsilon", set_alpha_to_one=True, timestep_spacing="trailing"),
+    ],
+)
+@pytest.mark.parametrize("eta", [1.0, 0.3])
+def test_step_matches_diffusers_ddim_with_the_same_noise(kwargs, eta):
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, **kwargs)
+    scheduler.set_timesteps(10)
+    generator = torch.Generator().manual_seed(1)
+    sample, output = torch.randn(2, 3, 8, 8, generator=generator), torch.randn(2, 3, 8, 8, generator=generator)
+    step = scheduler.config.num_train_timesteps // 10
+    for t in scheduler.timesteps:  # including the last step, where prev_t < 0 uses final_alpha_cumprod
+        noise = torch.randn(2, 3, 8, 8, generator=generator)
+        reference = scheduler.step(output, t, sample, eta=eta, variance_noise=noise).prev_sample
+        mean = scheduler.step(output, t, sample, eta=eta, variance_noise=torch.zeros_like(noise)).prev_sample
+        std = eta * scheduler._get_variance(t, t - step) ** 0.5
+        _, scored = ddim_step_log_prob(scheduler, output, t, sample, eta, prev_sample=reference)
+        if std > 0:
+            expected = torch.distributions.Normal(mean, std).log_prob(reference).mean(dim=(1, 2, 3))
+        else:  # deterministic last step: no density, defined as log-prob 0
+            expected = torch.zeros(2)
+        torch.testing.assert_close(scored, expected, atol=1e-4, rtol=1e-5)
+        # A drawn sample is the same mean plus our own noise.
+        drawn, drawn_log_prob = ddim_step_log_prob(scheduler, output, t, sample, eta, generator=torch.Generator().manual_seed(0))
+        ours_noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(drawn, mean + std * ours_noise, atol=1e-5, rtol=1e-5)
+        assert torch.isfinite(drawn_log_prob).all()
+
+
+def test_per_sample_timesteps_equal_separate_steps():
+    scheduler = DDIMScheduler()
+    scheduler.set_timesteps(20)
+    sample, output, prev = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    t = scheduler.timesteps[[0, 7, 19]]
+    _, batched = ddim_step_log_prob(scheduler, output, t, sample, 1.0, prev_sample=prev)
+    for i in range(3):
+        _, alone = ddim_step_log_prob(scheduler, output[i : i + 1], t[i], sample[i : i + 1], 1.0, prev_sample=prev[i : i + 1])
+        torch.testing.assert_close(batched[i : i + 1], alone)
+
+
+def test_eta_zero_is_rejected():
+    scheduler = DDIMScheduler()
+    scheduler.set_timesteps(5)
+    with pytest.raises(ValueError, match="eta must be > 0"):
+        ddim_step_log_prob(scheduler, torch.zeros(1, 1, 2, 2), scheduler.timesteps[0], torch.zeros(1, 1, 2, 2), 0.0)
+
+
+def test_classifier_free_guidance_formula():
+    u, c = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 1.0])
+    assert classifier_free_guidance(u, c, 5.0).tolist() == [11.0, -3.0]
+    assert classifier_free_guidance(u, c, 1.0).tolist() == c.tolist()
+
+
+@pytest.mark.parametrize("model", ["tiny_pixel_model", "tiny_sd_model"])
+def test_recomputed_log_probs_reproduce_sampling(model, request):
+    policy = T2IPolicy.from_pretrained(str(request.getfixturevalue(model)))
+    policy.scheduler.set_timesteps(6)
+    cond = policy.encode(["a red circle", "a blue square", "<reward 2> a cat"])
+    uncond = policy.encode([""])[torch.zeros(3, dtype=torch.long)]
+    traj = sample_trajectory(policy.unet, policy.scheduler, cond, uncond, policy.latent_shape(), 5.0, 1.0, torch.Generator().manual_seed(0))
+    assert traj.latents.shape == (3, 7, *policy.latent_shape())
+    assert traj.log_probs.shape == (3, 6)
+    # Every step recomputed with per-sample timesteps in one shuffled batch, as training does.
+    steps = torch.tensor([5, 0, 3])
+    rows = torch.arange(3)
+    recomputed = step_log_prob(
+        policy.unet, policy.scheduler, traj.latents[rows, steps], traj.latents[rows, steps + 1], traj.timesteps[steps], cond, uncond, 5.0, 1.0
+    )
+    assert (recomputed - traj.log_probs[rows, steps]).abs().max() <= 1e-5
+    for j in range(6):
+        t = traj.timesteps[j].expand(3)
+        again = step_log_prob(policy.unet, policy.scheduler, traj.latents[:, j], traj.latents[:, j + 1], t, cond, uncond, 5.0, 1.0)
+        assert (again - traj.log_probs[:, j]).abs().max() <= 1e-5
+    images = policy.decode(traj.latents[:, -1])
+    assert images.shape == (3, 3, policy.resolution, policy.resolution)
+    assert 0 <= images.min() and images.max() <= 1
+
+
+def test_guided_noise_batches_both_branches_in_one_call(tiny_pixel_model):
+    policy = T2IPolicy.from_pretrained(str(tiny_pixel_model))
+    calls = []
+    handle = policy.unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    cond, uncond = policy.encode(["a cat", "a dog"]), policy.encode(["", ""])
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([500])
+    eps = guided_noise(policy.unet, x, t, cond, uncond, 4.0)
+    handle.remove()
+    assert calls == [4]  # one UNet call over [uncond; cond]
+    with torch.no_grad():
+        e_u = policy.unet(x, t, encoder_hidden_states=uncond.embeds).sample
+        e_c = policy.unet(x, t, encoder_hidden_states=cond.embeds).sample
+    torch.testing.assert_close(eps, e_u + 4.0 * (e_c - e_u), atol=1e-5, rtol=1e-4)
+
+
+def test_conditioning_indexing_and_cat():
+    c = Conditioning(torch.arange(6.0).reshape(3, 2, 1), {"time_ids": torch.arange(3.0)[:, None]})
+    picked = c[torch.tensor([2, 0])]
+    assert picked.embeds[:, 0, 0].tolist() == [4.0, 0.0] and picked.added["time_ids"][:, 0].tolist() == [2.0, 0.0]
+    assert len(Conditioning.cat([c, picked])) == 5

@@ -1,0 +1,89 @@
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from parrot_t2i.errors import ParrotError
+from parrot_t2i.t2i import T2IPolicy, resolve_model
+
+
+def test_loads_pixel_and_vae_models_through_from_pretrained(tiny_pixel_model, tiny_sd_model):
+    pixel = T2IPolicy.from_pretrained(str(tiny_pixel_model))
+    assert pixel.vae is None and pixel.resolution == 16 and pixel.latent_shape() == (3, 16, 16)
+    sd = T2IPolicy.from_pretrained(str(tiny_sd_model))
+    assert sd.vae is not None and sd.vae_scale_factor == 2 and sd.resolution == 16 and sd.latent_shape() == (4, 8, 8)
+    assert not any(p.requires_grad for p in sd.unet.parameters())
+
+
+def test_builtin_tiny_is_built_once_and_loaded_from_its_folder():
+    first = resolve_model("builtin:tiny")
+    assert resolve_model("builtin:tiny") == first
+    policy = T2IPolicy.from_pretrained("builtin:tiny")
+    assert policy.resolution == 16
+    with pytest.raises(ParrotError, match="unknown built-in model"):
+        resolve_model("builtin:nope")
+
+
+def test_missing_weights_give_one_paragraph(tmp_path):
+    with pytest.raises(ParrotError) as info:
+        T2IPolicy.from_pretrained(str(tmp_path / "not-there"))
+    message = str(info.value)
+    assert "not-there" in message and "HF_HUB_OFFLINE" in message and "\n" not in message
+
+
+def test_cross_attention_set_is_exactly_attn2(tiny_pixel_model):
+    policy = T2IPolicy.from_pretrained(str(tiny_pixel_model))
+    params = policy.set_trainable("cross_attention")
+    names = {n for n, p in policy.unet.named_parameters() if p.requires_grad}
+    assert names and all(".attn2." in n for n in names)
+    assert len(params) == len(names)
+    assert {n for n, _ in policy.unet.named_parameters() if ".attn2." in n} == names
+
+
+def test_full_set_trains_whole_unet_and_never_the_text_encoder(tiny_pixel_model):
+    policy = T2IPolicy.from_pretrained(str(tiny_pixel_model))
+    params = policy.set_trainable("full")
+    assert len(params) == len(list(policy.unet.parameters()))
+    assert not any(p.requires_grad for p in policy.text_encoder.parameters())
+
+
+def test_trainable_weights_round_trip(tiny_pixel_model, tmp_path):
+    policy = T2IPolicy.from_pretrained(str(tiny_pixel_model))
+    params = policy.set_trainable("cross_attention")
+    with torch.no_grad():
+        params[0].add_(1.0)
+    policy.save_trainable(tmp_path, "cross_attention")
+    fresh = T2IPolicy.from_pretrained(str(tiny_pixel_model))
+    fresh.load_trainable(tmp_path)
+    for (name, a), (_, b) in zip(policy.unet.named_parameters(), fresh.unet.named_parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_lora_adapters_train_only_lora_and_load_in_plain_diffusers(tiny_sd_model, tmp_path):
+    policy = T2IPolicy.from_pretrained(str(tiny_sd_model))
+    params = policy.set_trainable("lora", lora_rank=2)
+    names = [n for n, p in policy.unet.named_parameters() if p.requires_grad]
+    assert names and all("lora" in n for n in names) and len(params) == len(names)
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.05)
+    policy.save_trainable(tmp_path, "lora")
+    assert (tmp_path / "pytorch_lora_weights.safetensors").is_file()
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_sd_model), safety_checker=None)
+    x, t = torch.randn(1, 4, 8, 8), torch.tensor([10])
+    text = policy.encode(["a cat"]).embeds
+    with torch.no_grad():
+        before = pipe.unet(x, t, encoder_hidden_states=text).sample
+        pipe.load_lora_weights(str(tmp_path))
+        after = pipe.unet(x, t, encoder_hidden_states=text).sample
+        ours = policy.unet(x, t, encoder_hidden_states=text).sample
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, ours, atol=1e-5, rtol=1e-4)
+
+
+def test_long_prompts_are_truncated_with_a_warning(tiny_pixel_model, caplog):
+    policy = T2IPolicy.from_pretrained(str(tiny_pixel_model))
+    with caplog.at_level("WARNING"):
+        cond = policy.encode(["x " * 200, "short"])
+    assert cond.embeds.shape[:2] == (2, 77)
+    assert "1 prompt(s) exceed" in caplog.text
