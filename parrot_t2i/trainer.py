@@ -94,20 +94,20 @@ class Run:
     objective: Objective
     prompts: list[str]
     uncond: Conditioning  # (1, L, D) embedding of the empty negative prompt, encoded once
-    prompt_generator: torch.Generator  # same on every process: which prompts to train on
+    generator: torch.Generator  # same seed on every process: prompt choice and timestep order
     noise_generator: torch.Generator  # per process: the sampler's noise
     run_dir: Path
 
     @property
     def reward_names(self) -> list[str]:
-        return [r.name for r in self.rewards]
+        """Names as configured: the order of the reward columns everywhere."""
+        return [spec.name for spec in self.config.rewards]
 
 
 def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision, log_with="tensorboard", project_dir=str(run_dir) if run_dir else None)
     set_seed(config.train.seed)
     rewards = [build_reward(spec) for spec in config.rewards]
-    names = [r.name for r in rewards]
     objective = Objective(config.objective, [spec.name for spec in config.rewards])
     prompts = load_prompts(config)
     policy = T2IPolicy.from_pretrained(config.model.pretrained).to(accelerator.device)
@@ -117,7 +117,7 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     optimizer = torch.optim.AdamW(params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
     unet, optimizer = accelerator.prepare(policy.unet, optimizer)
     noise_generator = torch.Generator(accelerator.device).manual_seed(t.seed * 1009 + accelerator.process_index)
-    logger.info("rewards: %s; trainable parameters: %d", names, sum(p.numel() for p in params))
+    logger.info("rewards: %s; trainable parameters: %d", [s.name for s in config.rewards], sum(p.numel() for p in params))
     return Run(
         config=config,
         accelerator=accelerator,
@@ -129,7 +129,7 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
         objective=objective,
         prompts=prompts,
         uncond=policy.encode([""]),
-        prompt_generator=torch.Generator().manual_seed(t.seed),
+        generator=torch.Generator().manual_seed(t.seed),
         noise_generator=noise_generator,
         run_dir=run_dir or Path(tempfile.mkdtemp(prefix="parrot-")),
     )
@@ -153,7 +153,7 @@ def train_iteration(run: Run) -> IterationResult:
     started = time.perf_counter()
 
     # 1. Prompts: draw this iteration's prompts, N samples each, with reward identifiers.
-    chosen = torch.randint(len(run.prompts), (cfg.sample.prompts_per_iteration,), generator=run.prompt_generator)
+    chosen = torch.randint(len(run.prompts), (cfg.sample.prompts_per_iteration,), generator=run.generator)
     template = cfg.prompts.identifier_template if cfg.prompts.identifiers else None
     batch = expand_prompts([run.prompts[i] for i in chosen], len(run.rewards), cfg.sample.images_per_prompt, template)
 
@@ -176,14 +176,24 @@ def train_iteration(run: Run) -> IterationResult:
     loss, grad_norm = update_t2i(run, trajectory, cond, selection.weights.to(acc.device))
     updated = time.perf_counter()
 
-    stats = {"loss": loss, "grad_norm": grad_norm, "selected": float(selection.selected.sum()), "selected_fraction": float(selection.selected.float().mean())}
-    stats["invalid_samples"] = float(invalid)
-    stats["lr"] = run.optimizer.param_groups[0]["lr"]
+    # 6. Statistics for the progress bar, TensorBoard and metrics.jsonl.
+    stats = {
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "selected": float(selection.selected.sum()),
+        "selected_fraction": float(selection.selected.float().mean()),
+        "invalid_samples": float(invalid),
+        "time/sample": sampled - started,
+        "time/reward": scored - sampled,
+        "time/update": updated - scored,
+        "time/iteration": updated - started,
+    }
     for k, name in enumerate(run.reward_names):
         column = rewards[selection.valid.to(rewards.device), k]
         if len(column):
-            stats.update({f"reward/{name}/mean": column.mean().item(), f"reward/{name}/std": column.std(unbiased=False).item(), f"reward/{name}/min": column.min().item(), f"reward/{name}/max": column.max().item()})
-    stats.update({"time/sample": sampled - started, "time/reward": scored - sampled, "time/update": updated - scored, "time/iteration": updated - started})
+            for stat, value in [("mean", column.mean()), ("std", column.std(unbiased=False)), ("min", column.min()), ("max", column.max())]:
+                stats[f"reward/{name}/{stat}"] = value.item()
     return IterationResult(batch, images, rewards, selection, stats)
 
 
@@ -220,7 +230,7 @@ def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Te
         if len(active) == 0:
             break
         if steps_trained < num_steps:
-            order = torch.stack([torch.randperm(num_steps, generator=run.prompt_generator)[:steps_trained] for _ in active])
+            order = torch.stack([torch.randperm(num_steps, generator=run.generator)[:steps_trained] for _ in active])
         else:
             order = torch.arange(num_steps).expand(len(active), num_steps)
         order = order.to(trajectory.latents.device)  # (P, steps_trained) step indices per sample
@@ -263,21 +273,28 @@ def train(config: Config) -> Path:
         save_config(config, run_dir / "config.yaml")
     acc.init_trackers("tensorboard")
     history: list[dict[str, float]] = []
-    total = config.train.num_iterations
-    with tqdm(range(1, total + 1), desc="parrot", unit="it", disable=not acc.is_main_process, dynamic_ncols=True) as bar:
-        for iteration in bar:
-            result = train_iteration(run)
-            history.append(result.stats)
-            acc.log(result.stats, step=iteration)
-            bar.set_postfix({"|P|": int(result.stats["selected"]), **{n: f"{result.stats.get(f'reward/{n}/mean', float('nan')):.3f}" for n in run.reward_names}})
-            if acc.is_main_process:
-                with open(run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps({"iteration": iteration, **result.stats}) + "\n")
-                every = config.train.log_images_every
-                if iteration in (1, total) or (every and iteration % every == 0):
-                    log_images(run, result.images, iteration)
-            if config.train.checkpoint_every and iteration % config.train.checkpoint_every == 0 and iteration != total:
-                save_checkpoint(run, iteration)
+    total, done = config.train.num_iterations, 0
+    try:
+        with tqdm(range(1, total + 1), desc="parrot", unit="it", disable=not acc.is_main_process, dynamic_ncols=True) as bar:
+            for iteration in bar:
+                result = train_iteration(run)
+                done = iteration  # the weights now are those of this iteration
+                history.append(result.stats)
+                acc.log(result.stats, step=iteration)
+                bar.set_postfix({"|P|": int(result.stats["selected"]), **{n: f"{result.stats.get(f'reward/{n}/mean', float('nan')):.3f}" for n in run.reward_names}})
+                if acc.is_main_process:
+                    with open(run_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps({"iteration": iteration, **result.stats}) + "\n")
+                    every = config.train.log_images_every
+                    if iteration in (1, total) or (every and iteration % every == 0):
+                        log_images(run, result.images, iteration)
+                if config.train.checkpoint_every and iteration % config.train.checkpoint_every == 0 and iteration != total:
+                    save_checkpoint(run, iteration)
+    except KeyboardInterrupt:  # keep what was trained so far
+        if done:
+            logger.warning("interrupted: saving the weights of iteration %d to %s", done, run_dir / "checkpoints")
+            save_checkpoint(run, done)
+        raise
     save_checkpoint(run, total)
     acc.end_training()
     if acc.is_main_process and history:

@@ -36,3 +36,26 @@ def test_unwritable_output_folder(tmp_path, capsys):
 def test_rewards_command_lists_registry(capsys):
     assert main(["rewards"]) == 0
     assert "brightness" in capsys.readouterr().out
+
+
+def test_ctrl_c_saves_the_weights_trained_so_far(tmp_path):
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parrot_t2i.cli", "train", "--config", "tiny", "--set", "train.num_iterations=1000", "--output-dir", str(run_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    saved = sorted((run_dir / "checkpoints").iterdir())
+    assert len(saved) == 1 and int(saved[0].name.removeprefix("iter_")) >= 2
+    assert (saved[0] / "unet_trainable.safetensors").is_file()

@@ -83,6 +83,13 @@ def test_dominated_samples_cost_no_forward_or_backward_pass(tmp_path):
     assert sum(update_calls) == 2 * len(result.images) * steps
 
 
+def test_timestep_subsampling_trains_on_a_fraction_of_the_steps(tmp_path):
+    run = setup_run(tiny_config(tmp_path, "objective.name=weighted_sum", "train.timestep_fraction=0.5", "sample.num_inference_steps=5"), tmp_path)
+    result, update_calls = count_update_forwards(run)
+    # ceil(0.5 · 5) = 3 steps per sample, all 16 samples in one chunk, both CFG branches.
+    assert update_calls == [2 * len(result.images)] * 3
+
+
 def mean_brightness(run, seed=123, n=16):
     """Brightness of images drawn with fixed noise: a low-variance before/after measure."""
     prompts = (run.prompts * n)[:n]
