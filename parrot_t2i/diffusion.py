@@ -33,6 +33,10 @@ class Conditioning:
     def __getitem__(self, index) -> "Conditioning":
         return Conditioning(self.embeds[index], {k: v[index] for k, v in self.added.items()})
 
+    def expand(self, n: int) -> "Conditioning":
+        """Broadcast a batch of one (e.g. the empty prompt) to n rows, as views."""
+        return Conditioning(self.embeds.expand(n, *self.embeds.shape[1:]), {k: v.expand(n, *v.shape[1:]) for k, v in self.added.items()})
+
     def __len__(self) -> int:
         return len(self.embeds)
 

@@ -204,8 +204,7 @@ def sample_batch(run: Run, cond: Conditioning) -> tuple[Trajectory, Tensor]:
     parts, images = [], []
     with run.accelerator.autocast():
         for idx in torch.arange(len(cond)).split(cfg.batch_size):
-            uncond = run.uncond[torch.zeros(len(idx), dtype=torch.long)]
-            part = sample_trajectory(run.unet, run.policy.scheduler, cond[idx], uncond, shape, cfg.guidance_scale, cfg.eta, run.noise_generator)
+            part = sample_trajectory(run.unet, run.policy.scheduler, cond[idx], run.uncond.expand(len(idx)), shape, cfg.guidance_scale, cfg.eta, run.noise_generator)
             parts.append(part)
             images.append(run.policy.decode(part.latents[:, -1]))
     trajectory = Trajectory(torch.cat([p.latents for p in parts]), parts[0].timesteps, torch.cat([p.log_probs for p in parts]))
@@ -239,7 +238,6 @@ def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Te
             idx, step = active[rows], order[rows, j]
             sync = c == len(chunks) - 1  # all-reduce gradients once, after the last chunk
             with acc.autocast(), (nullcontext() if sync else acc.no_sync(run.unet)):
-                uncond = run.uncond[torch.zeros(len(idx), dtype=torch.long)]
                 log_prob = step_log_prob(
                     run.unet,
                     run.policy.scheduler,
@@ -247,7 +245,7 @@ def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Te
                     trajectory.latents[idx, step + 1],
                     trajectory.timesteps[step],
                     cond[idx],
-                    uncond,
+                    run.uncond.expand(len(idx)),
                     cfg.sample.guidance_scale,
                     cfg.sample.eta,
                 )

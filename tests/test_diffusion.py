@@ -85,7 +85,7 @@ def test_recomputed_log_probs_reproduce_sampling(model, request):
     policy = T2IPolicy.from_pretrained(str(request.getfixturevalue(model)))
     policy.scheduler.set_timesteps(6)
     cond = policy.encode(["a red circle", "a blue square", "<reward 2> a cat"])
-    uncond = policy.encode([""])[torch.zeros(3, dtype=torch.long)]
+    uncond = policy.encode([""]).expand(3)
     traj = sample_trajectory(policy.unet, policy.scheduler, cond, uncond, policy.latent_shape(), 5.0, 1.0, torch.Generator().manual_seed(0))
     assert traj.latents.shape == (3, 7, *policy.latent_shape())
     assert traj.log_probs.shape == (3, 6)
@@ -125,3 +125,5 @@ def test_conditioning_indexing_and_cat():
     picked = c[torch.tensor([2, 0])]
     assert picked.embeds[:, 0, 0].tolist() == [4.0, 0.0] and picked.added["time_ids"][:, 0].tolist() == [2.0, 0.0]
     assert len(Conditioning.cat([c, picked])) == 5
+    one = c[[1]].expand(4)
+    assert one.embeds.shape == (4, 2, 1) and one.added["time_ids"][:, 0].tolist() == [1.0] * 4

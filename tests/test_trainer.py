@@ -94,7 +94,7 @@ def mean_brightness(run, seed=123, n=16):
     """Brightness of images drawn with fixed noise: a low-variance before/after measure."""
     prompts = (run.prompts * n)[:n]
     cond = run.policy.encode([f"<reward 1> {p}" for p in prompts])
-    uncond = run.uncond[torch.zeros(n, dtype=torch.long)]
+    uncond = run.uncond.expand(n)
     cfg = run.config.sample
     traj = sample_trajectory(run.unet, run.policy.scheduler, cond, uncond, run.policy.latent_shape(), cfg.guidance_scale, cfg.eta, torch.Generator().manual_seed(seed))
     return run.policy.decode(traj.latents[:, -1]).mean().item()
