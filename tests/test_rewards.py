@@ -56,6 +56,9 @@ def test_user_callables_by_module_and_function(monkeypatch):
         build_reward("no_such_module_xyz:f")
     with pytest.raises(ConfigError, match="has no attribute"):
         build_reward("my_rewards:missing")
-    bad = build_reward("my_rewards:make_scaled")  # a factory used as a reward returns the wrong shape
-    with pytest.raises(Exception):
+    bad = build_reward("my_rewards:make_scaled")  # a factory named without args is called as the reward
+    with pytest.raises(TypeError):
         bad(images, ["a", "b"])
+    module.always_two = lambda images, prompts: [1.0, 2.0]
+    with pytest.raises(ValueError, match="returned 2 scores for 3 images"):
+        build_reward("my_rewards:always_two")(torch.rand(3, 3, 4, 4), ["a", "b", "c"])
