@@ -108,7 +108,8 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision, log_with="tensorboard", project_dir=str(run_dir) if run_dir else None)
     set_seed(config.train.seed)
     rewards = [build_reward(spec) for spec in config.rewards]
-    objective = Objective(config.objective, [spec.name for spec in config.rewards])
+    names = [spec.name for spec in config.rewards]
+    objective = Objective(config.objective, names)
     prompts = load_prompts(config)
     policy = T2IPolicy.from_pretrained(config.model.pretrained).to(accelerator.device)
     policy.scheduler.set_timesteps(config.sample.num_inference_steps, device=accelerator.device)
@@ -117,7 +118,7 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     optimizer = torch.optim.AdamW(params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
     unet, optimizer = accelerator.prepare(policy.unet, optimizer)
     noise_generator = torch.Generator(accelerator.device).manual_seed(t.seed * 1009 + accelerator.process_index)
-    logger.info("rewards: %s; trainable parameters: %d", [s.name for s in config.rewards], sum(p.numel() for p in params))
+    logger.info("rewards: %s; trainable parameters: %d", names, sum(p.numel() for p in params))
     return Run(
         config=config,
         accelerator=accelerator,
