@@ -279,16 +279,8 @@ def train(config: Config) -> Path:
                 result = train_iteration(run)
                 done = iteration  # the weights now are those of this iteration
                 history.append(result.stats)
-                acc.log(result.stats, step=iteration)
                 bar.set_postfix({"|P|": int(result.stats["selected"]), **{n: f"{result.stats.get(f'reward/{n}/mean', float('nan')):.3f}" for n in run.reward_names}})
-                if acc.is_main_process:
-                    with open(run_dir / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps({"iteration": iteration, **result.stats}) + "\n")
-                    every = config.train.log_images_every
-                    if iteration in (1, total) or (every and iteration % every == 0):
-                        log_images(run, result.images, iteration)
-                if config.train.checkpoint_every and iteration % config.train.checkpoint_every == 0 and iteration != total:
-                    save_checkpoint(run, iteration)
+                record_iteration(run, result, iteration)
     except KeyboardInterrupt:  # keep what was trained so far
         if done:
             logger.warning("interrupted: saving the weights of iteration %d to %s", done, run_dir / "checkpoints")
@@ -299,6 +291,19 @@ def train(config: Config) -> Path:
     if acc.is_main_process and history:
         print(summarize(history, run.reward_names, run_dir))
     return run_dir
+
+
+def record_iteration(run: Run, result: IterationResult, iteration: int) -> None:
+    """After an iteration: TensorBoard scalars, metrics.jsonl, image grids and periodic checkpoints."""
+    cfg, acc = run.config.train, run.accelerator
+    acc.log(result.stats, step=iteration)
+    if acc.is_main_process:
+        with open(run.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"iteration": iteration, **result.stats}) + "\n")
+        if iteration in (1, cfg.num_iterations) or (cfg.log_images_every and iteration % cfg.log_images_every == 0):
+            log_images(run, result.images, iteration)
+    if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration != cfg.num_iterations:
+        save_checkpoint(run, iteration)
 
 
 def log_images(run: Run, images: Tensor, iteration: int, limit: int = 16) -> None:
