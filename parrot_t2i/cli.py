@@ -28,6 +28,51 @@ def _rewards(args: argparse.Namespace) -> None:
         print(f"{name:24} {doc[0] if doc else ''}")
 
 
+def _generate(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from .evaluate import generate
+    from .images import save_grid
+    from .runs import load_policy
+
+    for flag, ok, allowed in [("--n", args.n >= 1, ">= 1"), ("--steps", args.steps >= 1, ">= 1"), ("--guidance-scale", args.guidance_scale >= 1, ">= 1"), ("--eta", 0 <= args.eta <= 1, "in [0, 1]")]:
+        if not ok:
+            raise ConfigError(f"{flag} must be {allowed} (got {getattr(args, flag[2:].replace('-', '_'))})")
+    policy, source = load_policy(args.run, args.model)
+    images = generate(
+        policy, [args.prompt] * args.n, seed=args.seed, num_inference_steps=args.steps, guidance_scale=args.guidance_scale, eta=args.eta, desc="generate"
+    )
+    out = save_grid(images, args.out)
+    sidecar = out.with_suffix(".json")
+    settings = {"prompt": args.prompt, "model": source, "n": args.n, "seed": args.seed, "num_inference_steps": args.steps, "guidance_scale": args.guidance_scale, "eta": args.eta}
+    sidecar.write_text(json.dumps(settings, indent=2))
+    print(f"wrote {out} and {Path(sidecar)}")
+
+
+def _mini(args: argparse.Namespace) -> None:
+    from .mini import WEIGHTS
+
+    out = args.out or str(WEIGHTS / {"train-t2i": "t2i", "train-pen": "pen"}.get(args.mini_command, ""))
+    work = args.work_dir
+    resume = not args.restart
+    if args.mini_command == "train-t2i":
+        from .mini.train_t2i import T2ITrainConfig, train_t2i
+
+        train_t2i(out, f"{work}/t2i", T2ITrainConfig(steps=args.steps or T2ITrainConfig.steps), resume=resume)
+    elif args.mini_command == "train-pen":
+        from .mini.train_pen import train_pen
+
+        train_pen(out, f"{work}/pen", **({"steps": args.steps} if args.steps else {}), resume=resume)
+    else:
+        from .mini import train_rewards
+
+        steps = {"steps": args.steps} if args.steps else {}
+        for name in ("checker", "preference", "alignment"):
+            getattr(train_rewards, f"train_{name}")(f"{out}/{name}" if args.out else str(WEIGHTS / name), f"{work}/{name}", **steps, resume=resume)
+    print(f"done; models written under {args.out or WEIGHTS}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parrot", description="Parrot: Pareto-optimal multi-reward RL for text-to-image models")
     parser.add_argument("-v", "--verbose", action="store_true", help="show info-level logs")
@@ -41,6 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     rewards = sub.add_parser("rewards", help="list the registered reward names")
     rewards.set_defaults(func=_rewards)
+
+    gen = sub.add_parser("generate", help="draw images for a prompt with a model or a trained run")
+    gen.add_argument("prompt")
+    source = gen.add_mutually_exclusive_group()
+    source.add_argument("--run", help="a run folder written by `parrot train` (its last checkpoint)")
+    source.add_argument("--model", default="builtin:mini", help="hub id, diffusers folder or builtin:NAME (default: builtin:mini)")
+    gen.add_argument("--n", type=int, default=8, help="number of images (default 8)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
+    gen.add_argument("--guidance-scale", type=float, default=5.0)
+    gen.add_argument("--eta", type=float, default=0.0, help="DDIM η (default 0: deterministic)")
+    gen.add_argument("--out", default="grid.png", help="PNG grid to write; settings go to a .json beside it")
+    gen.set_defaults(func=_generate)
+
+    mini = sub.add_parser("mini", help="(re)build the embedded mini world's models")
+    mini.add_argument("mini_command", choices=["train-t2i", "train-rewards", "train-pen"])
+    mini.add_argument("--out", help="where to write the model(s) (default: the package's shipped weights)")
+    mini.add_argument("--work-dir", default="runs/mini-train", help="checkpoints and logs; an interrupted run resumes from here")
+    mini.add_argument("--steps", type=int, help="training steps (default: the shipped models' settings)")
+    mini.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --work-dir")
+    mini.set_defaults(func=_mini)
     return parser
 
 

@@ -39,8 +39,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    # Hub id, local diffusers folder, or "builtin:NAME" for a model the package builds itself.
-    pretrained: str = "builtin:tiny"
+    # Hub id, local diffusers folder, or "builtin:NAME": "builtin:mini" (the shipped mini-world
+    # model, see docs/MINI_WORLD.md) or "builtin:tiny" (a tiny random model for smoke tests).
+    pretrained: str = "builtin:mini"
     # Which UNet parameters are trained: "cross_attention" (the paper), "lora" (peft) or "full".
     trainable: Literal["cross_attention", "lora", "full"] = "cross_attention"
     # LoRA rank and alpha (alpha defaults to the rank, i.e. scale 1); used when trainable == "lora".
@@ -59,17 +60,18 @@ class SampleConfig:
     # Prompts drawn per iteration (global, across processes).
     prompts_per_iteration: int = 4
     # Images per prompt N: the selection group of the paper (split round-robin over the K rewards).
-    images_per_prompt: int = 4
+    images_per_prompt: int = 8
     # Images per UNet call while sampling (per process); memory knob only.
-    batch_size: int = 16
+    batch_size: int = 32
 
 
 @dataclass
 class PromptConfig:
-    # Training prompts given inline; used when `file` is empty.
-    prompts: list[str] = field(default_factory=lambda: ["a photo of a cat", "a red circle", "a city at night"])
-    # A text file with one prompt per line (blank lines and lines starting with # are skipped).
-    file: str | None = None
+    # Training prompts given inline; when given they take precedence over `file`.
+    prompts: list[str] = field(default_factory=list)
+    # A text file with one prompt per line (blank lines and lines starting with # are skipped), or a
+    # packaged set: "builtin:mini-train", "builtin:mini-heldout" (mini-world prompts, disjoint).
+    file: str | None = "builtin:mini-train"
     # Prefix each training prompt with its reward identifier (paper §3.3): "<reward k> prompt".
     identifiers: bool = True
     # Identifier format; "{k}" is the 1-based reward number.
@@ -95,16 +97,17 @@ class ObjectiveConfig:
     # parrot: Pareto selection within each prompt's images ("group", the paper) or over the batch.
     selection: Literal["group", "global"] = "group"
     # Reward values entering the weights: raw ("none", the paper), standardised over the batch,
-    # or per prompt group (GRPO-style advantages).
-    reward_normalization: Literal["none", "batch", "group"] = "none"
+    # or per prompt group (GRPO-style advantages; the default mini job's choice, see configs/mini.yaml).
+    reward_normalization: Literal["none", "batch", "group"] = "group"
 
 
 @dataclass
 class TrainConfig:
     # RL iterations (one iteration = sample, score, select, one optimiser step).
-    num_iterations: int = 10
-    # AdamW settings (paper: lr 1e-5, betas (0.9, 0.999), weight decay 0.1).
-    learning_rate: float = 1e-4
+    num_iterations: int = 50
+    # AdamW settings (paper: lr 1e-5, betas (0.9, 0.999), weight decay 0.1). The default lr suits
+    # the mini world's 66k cross-attention parameters; real models want the paper's 1e-5.
+    learning_rate: float = 5e-4
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_weight_decay: float = 0.1
@@ -112,7 +115,7 @@ class TrainConfig:
     # Gradient-norm clip (paper: 1e-4).
     max_grad_norm: float = 1.0
     # Samples per forward/backward chunk of the update (per process); memory knob only.
-    batch_size: int = 8
+    batch_size: int = 16
     # Fraction of the T timesteps trained on per sample (paper: 1.0, all of them).
     timestep_fraction: float = 1.0
     # PPO clip range ε on the importance ratio (DDPO); None = plain REINFORCE (the paper).
@@ -127,7 +130,20 @@ class TrainConfig:
     # Save trainable weights every N iterations (0: only at the end).
     checkpoint_every: int = 0
     # Log an image grid every N iterations (0: never, except first and last).
-    log_images_every: int = 5
+    log_images_every: int = 10
+
+
+@dataclass
+class EvalConfig:
+    # Held-out prompts scored before and after training (same format as prompts.file); null: skip.
+    file: str | None = "builtin:mini-heldout"
+    # Images per prompt, drawn from the same fixed noise before and after training.
+    images_per_prompt: int = 4
+    # Seed of that noise.
+    seed: int = 1234
+    # Condition on all reward identifiers ("<reward 1> … <reward K> prompt"), as Parrot does at
+    # inference (paper §3.4), or on the plain prompt.
+    identifiers: bool = True
 
 
 @dataclass
@@ -135,11 +151,14 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
-    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec("brightness"), RewardSpec("colorfulness")])
+    rewards: list[RewardSpec] = field(
+        default_factory=lambda: [RewardSpec(name) for name in ("mini_aesthetic", "mini_preference", "mini_alignment", "mini_sentiment")]
+    )
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         """Range and cross-field checks; raises ConfigError naming the key."""
         checks = [
             ("model.lora_rank", self.model.lora_rank >= 1, ">= 1"),
@@ -161,6 +180,7 @@ class Config:
             ("train.num_inner_epochs", self.train.num_inner_epochs >= 1, ">= 1"),
             ("train.checkpoint_every", self.train.checkpoint_every >= 0, ">= 0"),
             ("train.log_images_every", self.train.log_images_every >= 0, ">= 0"),
+            ("eval.images_per_prompt", self.eval.images_per_prompt >= 1, ">= 1"),
         ]
         for key, ok, allowed in checks:
             if not ok:

@@ -30,10 +30,10 @@ class Conditioning:
     embeds: Tensor  # (B, L, D) encoder_hidden_states
     added: dict[str, Tensor] = field(default_factory=dict)  # e.g. SDXL text_embeds, time_ids: (B, ...)
 
-    def __getitem__(self, index) -> "Conditioning":
+    def __getitem__(self, index) -> Conditioning:
         return Conditioning(self.embeds[index], {k: v[index] for k, v in self.added.items()})
 
-    def expand(self, n: int) -> "Conditioning":
+    def expand(self, n: int) -> Conditioning:
         """Broadcast a batch of one (e.g. the empty prompt) to n rows, as views."""
         return Conditioning(self.embeds.expand(n, *self.embeds.shape[1:]), {k: v.expand(n, *v.shape[1:]) for k, v in self.added.items()})
 
@@ -41,7 +41,7 @@ class Conditioning:
         return len(self.embeds)
 
     @staticmethod
-    def cat(parts: list["Conditioning"]) -> "Conditioning":
+    def cat(parts: list[Conditioning]) -> Conditioning:
         added = {k: torch.cat([p.added[k] for p in parts]) for k in parts[0].added}
         return Conditioning(torch.cat([p.embeds for p in parts]), added)
 

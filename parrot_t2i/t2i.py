@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DiffusionPipeline,
+    UNet2DConditionModel,
+)
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import AutoTokenizer, CLIPTextModel
@@ -29,11 +34,17 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
 def resolve_model(name_or_path: str) -> str:
-    """Map ``builtin:NAME`` to its folder; hub ids and paths pass through."""
+    """Map ``builtin:mini`` (shipped) and ``builtin:NAME`` (built on first use) to their folders;
+    hub ids and paths pass through."""
+    if name_or_path == "builtin:mini":
+        from .mini import weights_path
+
+        return str(weights_path("t2i"))
     if name_or_path.startswith("builtin:"):
         name = name_or_path.removeprefix("builtin:")
         if name not in BUILTIN:
-            raise ParrotError(f"unknown built-in model {name_or_path!r} (built-ins: {', '.join('builtin:' + b for b in BUILTIN)})")
+            known = ", ".join(["builtin:mini", *("builtin:" + b for b in BUILTIN)])
+            raise ParrotError(f"unknown built-in model {name_or_path!r} (built-ins: {known})")
         return str(builtin_path(name))
     return name_or_path
 
@@ -47,7 +58,7 @@ class T2IPolicy:
     vae: AutoencoderKL | None = None
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, torch_dtype: torch.dtype = torch.float32) -> "T2IPolicy":
+    def from_pretrained(cls, name_or_path: str, torch_dtype: torch.dtype = torch.float32) -> T2IPolicy:
         source = resolve_model(name_or_path)
         try:
             index = DiffusionPipeline.load_config(source)
@@ -78,7 +89,7 @@ class T2IPolicy:
         side = (resolution or self.resolution) // self.vae_scale_factor
         return (self.unet.config.in_channels, side, side)
 
-    def to(self, device: torch.device | str) -> "T2IPolicy":
+    def to(self, device: torch.device | str) -> T2IPolicy:
         for module in (self.unet, self.text_encoder, self.vae):
             if module is not None:
                 module.to(device)
@@ -147,6 +158,17 @@ class T2IPolicy:
             return
         state = {n: p.detach().cpu().contiguous() for n, p in self.unet.named_parameters() if p.requires_grad}
         save_file(state, directory / TRAINABLE_FILE)
+
+    def load_lora(self, directory: str | Path) -> None:
+        """Load LoRA weights written by :meth:`save_trainable` into adapters made by ``set_trainable("lora")``."""
+        from diffusers.utils import convert_unet_state_dict_to_peft
+        from peft.utils import set_peft_model_state_dict
+
+        state = load_file(Path(directory) / "pytorch_lora_weights.safetensors")
+        state = convert_unet_state_dict_to_peft({k.removeprefix("unet."): v for k, v in state.items()})
+        result = set_peft_model_state_dict(self.unet, state)
+        if result.unexpected_keys:
+            raise ParrotError(f"{directory}: LoRA weights do not fit this UNet (e.g. {result.unexpected_keys[0]})")
 
     def load_trainable(self, directory: str | Path) -> None:
         """Load weights written by :meth:`save_trainable` (full or cross-attention sets)."""

@@ -36,6 +36,23 @@ def tiny_tokenizer(model_max_length: int = 77) -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
 
 
+def small_text_encoder(tokenizer, hidden_size: int) -> CLIPTextModel:
+    """A freshly initialised 2-layer CLIP text encoder sized to ``tokenizer`` (vocabulary, length, special ids)."""
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
 def build_tiny_sd(
     path: str | Path,
     *,
@@ -53,19 +70,7 @@ def build_tiny_sd(
     path = Path(path)
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=tokenizer.model_max_length,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = small_text_encoder(tokenizer, hidden_size)
     channels = 4 if with_vae else 3
     unet = UNet2DConditionModel(
         sample_size=sample_size,
@@ -114,13 +119,19 @@ def build_tiny_sd(
         )
         pipe.save_pretrained(path)
         return path
+    return save_pixel_pipeline(path, unet, text_encoder, tokenizer, scheduler)
+
+
+def save_pixel_pipeline(path: str | Path, unet, text_encoder, tokenizer, scheduler) -> Path:
+    """Save a VAE-free (pixel-space) model in the diffusers folder layout that ``T2IPolicy`` loads."""
+    path = Path(path)
     for name, component in [("unet", unet), ("text_encoder", text_encoder), ("tokenizer", tokenizer), ("scheduler", scheduler)]:
         component.save_pretrained(path / name)
     index = {
         "_class_name": "ParrotPixelSpacePipeline",  # no VAE: not loadable as a StableDiffusionPipeline
         "unet": ["diffusers", "UNet2DConditionModel"],
         "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer": ["transformers", type(tokenizer).__name__],
         "scheduler": ["diffusers", "DDIMScheduler"],
     }
     (path / "model_index.json").write_text(json.dumps(index, indent=2))

@@ -25,8 +25,10 @@ from tqdm.auto import tqdm
 from .config import Config, ConfigError, save_config
 from .diffusion import Conditioning, Trajectory, sample_trajectory, step_log_prob
 from .errors import ParrotError
+from .evaluate import Evaluation, comparison_table, evaluate, identifier_prefix
 from .images import save_grid
 from .objectives import Objective, Selection, policy_gradient_loss
+from .prompts import read_prompt_file
 from .rewards import Reward, build_reward
 from .t2i import T2IPolicy
 
@@ -64,17 +66,13 @@ def expand_prompts(prompts: list[str], num_rewards: int, images_per_prompt: int,
 
 
 def load_prompts(config: Config) -> list[str]:
-    if config.prompts.file:
-        path = Path(config.prompts.file)
-        if not path.is_file():
-            raise ConfigError(f"prompts.file {str(path)!r} does not exist")
-        lines = [line.strip() for line in path.read_text().splitlines()]
-        prompts = [line for line in lines if line and not line.startswith("#")]
-    else:
-        prompts = [p.strip() for p in config.prompts.prompts if p.strip()]
-    if not prompts:
-        raise ConfigError(f"no training prompts: {'prompts.file ' + repr(config.prompts.file) if config.prompts.file else 'prompts.prompts'} is empty")
-    return prompts
+    """The training prompts: inline ``prompts.prompts`` if given, else ``prompts.file``."""
+    inline = [p.strip() for p in config.prompts.prompts if p.strip()]
+    if inline:
+        return inline
+    if not config.prompts.file:
+        raise ConfigError("no training prompts: set prompts.prompts or prompts.file")
+    return read_prompt_file(config.prompts.file, "prompts.file")
 
 
 # ----------------------------------------------------------------------------- the run
@@ -265,12 +263,15 @@ def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Te
 
 def train(config: Config) -> Path:
     """Run ``config.train.num_iterations`` iterations; returns the run folder."""
+    held_out = read_prompt_file(config.eval.file, "eval.file") if config.eval.file else None
     run_dir = _fresh_run_dir(Path(config.train.output_dir))
     run = setup_run(config, run_dir)
     acc = run.accelerator
     if acc.is_main_process:
         save_config(config, run_dir / "config.yaml")
     acc.init_trackers("tensorboard")
+    started = time.perf_counter()
+    before = evaluate_run(run, held_out, "before") if held_out and acc.is_main_process else None
     history: list[dict[str, float]] = []
     total, done = config.train.num_iterations, 0
     try:
@@ -287,10 +288,34 @@ def train(config: Config) -> Path:
             save_checkpoint(run, done)
         raise
     save_checkpoint(run, total)
+    after = evaluate_run(run, held_out, "after") if before is not None else None
     acc.end_training()
-    if acc.is_main_process and history:
-        print(summarize(history, run.reward_names, run_dir))
+    if acc.is_main_process:
+        print(write_summary(run, history, before, after, time.perf_counter() - started))
     return run_dir
+
+
+def evaluate_run(run: Run, prompts: list[str], tag: str) -> Evaluation:
+    """Score the current weights on held-out prompts from fixed noise; save a grid ``samples/{tag}.png``."""
+    cfg = run.config
+    identifiers = cfg.eval.identifiers and cfg.prompts.identifiers
+    prefix = identifier_prefix(len(run.rewards), cfg.prompts.identifier_template) if identifiers else ""
+    result = evaluate(
+        run.policy,
+        run.rewards,
+        run.reward_names,
+        prompts,
+        images_per_prompt=cfg.eval.images_per_prompt,
+        prefix=prefix,
+        seed=cfg.eval.seed,
+        num_inference_steps=cfg.sample.num_inference_steps,
+        guidance_scale=cfg.sample.guidance_scale,
+        batch_size=cfg.sample.batch_size,
+        desc=f"held-out prompts, {tag} training",
+    )
+    shown = min(len(result.images), 8 * cfg.eval.images_per_prompt)  # eight prompts, one per row
+    save_grid(result.images[:shown], run.run_dir / "samples" / f"{tag}.png", ncols=cfg.eval.images_per_prompt)
+    return result
 
 
 def record_iteration(run: Run, result: IterationResult, iteration: int) -> None:
@@ -330,15 +355,28 @@ def save_checkpoint(run: Run, iteration: int) -> Path:
     return target
 
 
-def summarize(history: list[dict[str, float]], reward_names: list[str], run_dir: Path) -> str:
-    """Human summary: each reward's batch mean at the first and last iteration."""
-    first, last = history[0], history[-1]
-    lines = [f"run folder: {run_dir}", f"iterations: {len(history)}, mean time per iteration: {sum(h['time/iteration'] for h in history) / len(history):.2f}s"]
-    for name in reward_names:
-        key = f"reward/{name}/mean"
-        if key in first and key in last:
-            lines.append(f"  {name:>24}: {first[key]:.4f} -> {last[key]:.4f}  ({last[key] - first[key]:+.4f})")
-    return "\n".join(lines)
+def write_summary(run: Run, history: list[dict[str, float]], before: Evaluation | None, after: Evaluation | None, seconds: float) -> str:
+    """``summary.json`` and ``summary.md`` in the run folder; returns the text shown to the user.
+
+    The table compares every reward on the held-out prompts before and after training; without an
+    evaluation set it falls back to the training batches' means at the first and last iteration.
+    """
+    summary: dict = {"iterations": len(history), "wall_time_s": round(seconds, 1)}
+    if history:
+        summary["mean_iteration_s"] = sum(h["time/iteration"] for h in history) / len(history)
+    lines = [f"run folder: {run.run_dir}", f"iterations: {len(history)}, wall time {seconds / 60:.1f} min"]
+    if before is not None and after is not None:
+        summary.update(eval_prompts=len(set(before.prompts)), eval_images=len(before.prompts), before=before.means(), after=after.means())
+        lines += [f"held-out prompts ({len(set(before.prompts))} prompts × {run.config.eval.images_per_prompt} images):", comparison_table(before.means(), after.means())]
+    elif len(history) >= 1:
+        first, last = history[0], history[-1]
+        train_means = {n: (first[f"reward/{n}/mean"], last[f"reward/{n}/mean"]) for n in run.reward_names if f"reward/{n}/mean" in first}
+        summary["training_batches"] = {n: {"first": a, "last": b} for n, (a, b) in train_means.items()}
+        lines += ["training batches, first -> last iteration:"] + [f"  {n:>24}: {a:.4f} -> {b:.4f}  ({b - a:+.4f})" for n, (a, b) in train_means.items()]
+    text = "\n".join(lines)
+    (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (run.run_dir / "summary.md").write_text(f"# Run summary\n\n{text}\n")
+    return text
 
 
 def _fresh_run_dir(path: Path) -> Path:

@@ -6,10 +6,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from parrot_t2i.tiny import build_tiny_sd  # noqa: E402
+from parrot_t2i.tiny import build_tiny_sd
 
 torch.set_num_threads(2)
 

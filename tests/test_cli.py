@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import torch
+
 from parrot_t2i.cli import main
 
 
@@ -8,7 +10,7 @@ def test_train_tiny_preset_end_to_end(tmp_path, capsys):
     code = main(["train", "--config", "configs/tiny.yaml", "--set", "train.num_iterations=2", "--set", "sample.num_inference_steps=3", "--output-dir", str(tmp_path / "run")])
     assert code == 0
     out = capsys.readouterr().out
-    assert "brightness:" in out and str(tmp_path / "run") in out
+    assert "| brightness |" in out and str(tmp_path / "run") in out
 
 
 def test_user_mistakes_exit_2_with_one_line(capsys):
@@ -59,3 +61,38 @@ def test_ctrl_c_saves_the_weights_trained_so_far(tmp_path):
     saved = sorted((run_dir / "checkpoints").iterdir())
     assert len(saved) == 1 and int(saved[0].name.removeprefix("iter_")) >= 2
     assert (saved[0] / "unet_trainable.safetensors").is_file()
+
+
+def test_generate_writes_a_grid_and_its_settings(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    out = tmp_path / "grid.png"
+    assert main(["generate", "a red circle", "--n", "4", "--steps", "4", "--seed", "3", "--out", str(out)]) == 0
+    assert Image.open(out).size == (280, 280)  # 2×2 tiles of 32 px + 2 px padding = 70 px, upscaled ×4
+    settings = json.loads(out.with_suffix(".json").read_text())
+    assert settings == {"prompt": "a red circle", "model": "builtin:mini", "n": 4, "seed": 3, "num_inference_steps": 4, "guidance_scale": 5.0, "eta": 0.0}
+    first = Image.open(out).tobytes()
+    assert main(["generate", "a red circle", "--n", "4", "--steps", "4", "--seed", "3", "--out", str(out)]) == 0
+    assert Image.open(out).tobytes() == first  # seeded
+
+
+def test_generate_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["generate", "a red circle", "--run", str(tmp_path)]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
+    assert main(["generate", "a red circle", "--n", "0"]) == 2
+    assert "--n must be >= 1" in capsys.readouterr().err
+
+
+def test_mini_training_commands_write_loadable_models_and_resume(tmp_path, capsys):
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    out, work = tmp_path / "pen", tmp_path / "work"
+    assert main(["mini", "train-pen", "--steps", "3", "--out", str(out), "--work-dir", str(work)]) == 0
+    model, tokenizer = GPT2LMHeadModel.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    assert "<reward 1>" in tokenizer.get_vocab() and (out / "README.md").read_text().startswith("# Mini-world prompt expansion network")
+    assert '"step": 3' in (work / "pen" / "checkpoint" / "progress.json").read_text()
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    assert main(["mini", "train-pen", "--steps", "3", "--out", str(out), "--work-dir", str(work)]) == 0  # resumes: nothing left to do
+    assert all(torch.equal(p, before[n]) for n, p in GPT2LMHeadModel.from_pretrained(out).named_parameters())

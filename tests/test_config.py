@@ -5,6 +5,7 @@ from parrot_t2i.config import Config, ConfigError, load_config, preset_names
 
 def test_defaults_validate_and_presets_load():
     assert isinstance(load_config(), Config)
+    assert load_config("mini") == load_config()  # the preset spells out the default job
     assert "tiny" in preset_names()
     for name in preset_names():
         load_config(f"configs/{name}.yaml")

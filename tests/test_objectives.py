@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from parrot_t2i.config import ObjectiveConfig
-from parrot_t2i.objectives import Objective, normalize_rewards, parrot_weights, policy_gradient_loss, weighted_sum_weights
+from parrot_t2i.objectives import (
+    Objective,
+    normalize_rewards,
+    parrot_weights,
+    policy_gradient_loss,
+    weighted_sum_weights,
+)
 
 NAMES = ["aesthetic", "preference", "alignment"]
 REWARDS = torch.tensor(
@@ -20,7 +26,7 @@ INDEX = torch.tensor([0, 1, 2, 0, 1, 2])  # round-robin identifiers
 
 
 def test_parrot_eq4_arithmetic_written_out():
-    selection = Objective(ObjectiveConfig(name="parrot"), NAMES)(REWARDS, GROUPS, INDEX)
+    selection = Objective(ObjectiveConfig(reward_normalization="none", name="parrot"), NAMES)(REWARDS, GROUPS, INDEX)
     assert selection.selected.tolist() == [True, True, False, False, True, True]
     # |P| = 4; each selected sample weighted by the reward of its own identifier.
     expected = torch.tensor([0.9, 0.8, 0.0, 0.0, 0.3, 0.1]) / 4
@@ -28,21 +34,21 @@ def test_parrot_eq4_arithmetic_written_out():
 
 
 def test_global_selection_compares_across_prompts():
-    selection = Objective(ObjectiveConfig(name="parrot", selection="global"), NAMES)(REWARDS, GROUPS, INDEX)
+    selection = Objective(ObjectiveConfig(reward_normalization="none", name="parrot", selection="global"), NAMES)(REWARDS, GROUPS, INDEX)
     # [0.4,0.3,0.6] is not dominated by anything in group 0 either; [0.3,0.3,0.3] still is.
     assert selection.selected.tolist() == [True, True, False, False, True, True]
-    selection = Objective(ObjectiveConfig(name="parrot", selection="global"), ["a"])(torch.tensor([[1.0], [2.0]]), torch.tensor([0, 1]), torch.tensor([0, 0]))
+    selection = Objective(ObjectiveConfig(reward_normalization="none", name="parrot", selection="global"), ["a"])(torch.tensor([[1.0], [2.0]]), torch.tensor([0, 1]), torch.tensor([0, 0]))
     assert selection.selected.tolist() == [False, True]
 
 
 def test_weighted_sum_and_single():
-    ws = Objective(ObjectiveConfig(name="weighted_sum", weights=[0.5, 0.25, 0.25]), NAMES)(REWARDS, GROUPS, INDEX)
+    ws = Objective(ObjectiveConfig(reward_normalization="none", name="weighted_sum", weights=[0.5, 0.25, 0.25]), NAMES)(REWARDS, GROUPS, INDEX)
     expected = (REWARDS @ torch.tensor([0.5, 0.25, 0.25])) / 6
     torch.testing.assert_close(ws.weights, expected)
     assert ws.selected.all()
-    equal = Objective(ObjectiveConfig(name="weighted_sum"), NAMES)(REWARDS, GROUPS, INDEX)
+    equal = Objective(ObjectiveConfig(reward_normalization="none", name="weighted_sum"), NAMES)(REWARDS, GROUPS, INDEX)
     torch.testing.assert_close(equal.weights, REWARDS.mean(1) / 6)
-    single = Objective(ObjectiveConfig(name="single", reward="preference"), NAMES)(REWARDS, GROUPS, INDEX)
+    single = Objective(ObjectiveConfig(reward_normalization="none", name="single", reward="preference"), NAMES)(REWARDS, GROUPS, INDEX)
     torch.testing.assert_close(single.weights, REWARDS[:, 1] / 6)
 
 
@@ -67,7 +73,7 @@ def test_normalisation_batch_and_group():
 
 
 def test_normalisation_changes_values_not_selection():
-    plain = Objective(ObjectiveConfig(name="parrot"), NAMES)(REWARDS, GROUPS, INDEX)
+    plain = Objective(ObjectiveConfig(reward_normalization="none", name="parrot"), NAMES)(REWARDS, GROUPS, INDEX)
     normed = Objective(ObjectiveConfig(name="parrot", reward_normalization="group"), NAMES)(REWARDS, GROUPS, INDEX)
     assert plain.selected.tolist() == normed.selected.tolist()
     assert not torch.allclose(plain.weights, normed.weights)
@@ -76,7 +82,7 @@ def test_normalisation_changes_values_not_selection():
 def test_non_finite_rewards_get_zero_weight_everywhere():
     rewards = REWARDS.clone()
     rewards[0, 1] = float("nan")
-    for config in (ObjectiveConfig(name="parrot"), ObjectiveConfig(name="weighted_sum"), ObjectiveConfig(name="parrot", reward_normalization="batch")):
+    for config in (ObjectiveConfig(reward_normalization="none", name="parrot"), ObjectiveConfig(reward_normalization="none", name="weighted_sum"), ObjectiveConfig(name="parrot", reward_normalization="batch")):
         selection = Objective(config, NAMES)(rewards, GROUPS, INDEX)
         assert selection.weights[0] == 0 and not selection.selected[0] and not selection.valid[0]
         assert torch.isfinite(selection.weights).all()
@@ -84,7 +90,7 @@ def test_non_finite_rewards_get_zero_weight_everywhere():
 
 def test_objective_rejects_wrong_number_of_weights():
     with pytest.raises(ValueError, match="2 entries but 3 rewards"):
-        Objective(ObjectiveConfig(name="weighted_sum", weights=[0.5, 0.5]), NAMES)
+        Objective(ObjectiveConfig(reward_normalization="none", name="weighted_sum", weights=[0.5, 0.5]), NAMES)
 
 
 def test_reinforce_loss_gradient_and_ppo_clipping():

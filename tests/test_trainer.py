@@ -7,7 +7,13 @@ import torch
 
 from parrot_t2i.config import ConfigError, load_config
 from parrot_t2i.diffusion import sample_trajectory
-from parrot_t2i.trainer import expand_prompts, load_prompts, setup_run, train, train_iteration
+from parrot_t2i.trainer import (
+    expand_prompts,
+    load_prompts,
+    setup_run,
+    train,
+    train_iteration,
+)
 
 
 def tiny_config(tmp_path, *overrides):
@@ -28,10 +34,15 @@ def test_prompt_files(tmp_path):
     path.write_text("# comment\na cat\n\n  a dog  \n")
     assert load_prompts(load_config(None, [f"prompts.file={path}"])) == ["a cat", "a dog"]
     path.write_text("\n# only a comment\n")
-    with pytest.raises(ConfigError, match="is empty"):
+    with pytest.raises(ConfigError, match="holds no prompts"):
         load_prompts(load_config(None, [f"prompts.file={path}"]))
     with pytest.raises(ConfigError, match="does not exist"):
         load_prompts(load_config(None, [f"prompts.file={tmp_path / 'missing.txt'}"]))
+    with pytest.raises(ConfigError, match="unknown prompt set 'builtin:nope'.*builtin:mini-heldout, builtin:mini-train"):
+        load_prompts(load_config(None, ["prompts.file=builtin:nope"]))
+    assert load_prompts(load_config(None, ["prompts.prompts=['a cat']"])) == ["a cat"]  # inline wins
+    train_prompts, held_out = load_prompts(load_config(None)), set(load_prompts(load_config(None, ["prompts.file=builtin:mini-heldout"])))
+    assert len(train_prompts) == 114 and len(held_out) == 30 and not held_out & set(train_prompts)
 
 
 def snapshot(module):
@@ -117,12 +128,24 @@ def test_train_writes_a_complete_run_folder_and_never_overwrites(tmp_path, capsy
     assert (run_dir / "config.yaml").is_file() and load_config(run_dir / "config.yaml") == config
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [1, 2, 3] and "reward/brightness/mean" in metrics[0]
-    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["iter_000001.png", "iter_000002.png", "iter_000003.png"]
+    samples = ["after.png", "before.png", "iter_000001.png", "iter_000002.png", "iter_000003.png"]
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == samples
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["iter_000002", "iter_000003"]
     assert (run_dir / "checkpoints" / "iter_000003" / "unet_trainable.safetensors").is_file()
     assert list(run_dir.rglob("events.out.tfevents.*"))
-    assert "brightness:" in capsys.readouterr().out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["iterations"] == 3 and summary["eval_prompts"] == 30 and summary["eval_images"] == 30
+    assert set(summary["before"]) == set(summary["after"]) == {"brightness", "average"}
+    assert "| brightness |" in capsys.readouterr().out and "| brightness |" in (run_dir / "summary.md").read_text()
     assert train(config) == tmp_path / "run-2"
+
+
+def test_summary_without_eval_set_reports_training_batches(tmp_path, capsys):
+    run_dir = train(tiny_config(tmp_path, "train.num_iterations=2", "eval.file=null"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "before" not in summary and set(summary["training_batches"]["brightness"]) == {"first", "last"}
+    assert not (run_dir / "samples" / "before.png").exists()
+    assert "brightness:" in capsys.readouterr().out
 
 
 def test_non_finite_rewards_are_excluded_and_the_run_goes_on(tmp_path, monkeypatch, caplog):

@@ -1,0 +1,77 @@
+"""Supervised fine-tuning of the mini prompt expansion network: ``parrot mini train-pen``.
+
+A tiny transformers ``GPT2LMHeadModel`` learns p_φ(ĉ | c) on pairs (short prompt → full caption of
+a scene that fits it) from the grammar. Its expansions keep what the user asked for and fill in
+everything else (size, position, styles), the way Promptist-style models add detail. The loss is
+on the expansion tokens only.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
+
+from .fit import FitConfig, fit
+from .nets import write_model_card
+from .tokenizer import SEPARATOR, build_tokenizer
+from .world import caption, random_scene, short_prompt
+
+PEN_TEMPLATE = "<bos>{prompt} " + SEPARATOR  # the PEN's input; its continuation is the expansion
+CARD = f"Tiny GPT-2 fine-tuned on (short prompt → full caption) pairs of the grammar. Input: {PEN_TEMPLATE!r}; it continues with the expansion and <eos>."
+
+
+def sft_pair(rng: random.Random) -> tuple[str, str]:
+    """(short prompt, full caption): a random scene described both ways."""
+    scene = random_scene(rng)
+    return short_prompt(scene, with_background=rng.random() < 0.5), caption(scene)
+
+
+def train_pen(out: str | Path, work_dir: str | Path, steps: int = 1500, batch_size: int = 64, seed: int = 4, resume: bool = True) -> Path:
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=2 * tokenizer.model_max_length,
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    sep = tokenizer.convert_tokens_to_ids(SEPARATOR)
+
+    def loss_fn(step: int):
+        rng = random.Random(seed * 1_000_003 + step)
+        pairs = [sft_pair(rng) for _ in range(batch_size)]
+        texts = [PEN_TEMPLATE.format(prompt=p) + f" {c}<eos>" for p, c in pairs]
+        tokens = tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
+        ids = tokens.input_ids
+        after_sep = (ids == sep).long().cumsum(1) - (ids == sep).long()  # 1 strictly after <sep>
+        labels = ids.masked_fill((after_sep == 0) | (tokens.attention_mask == 0), -100)
+        loss = model(input_ids=ids, attention_mask=tokens.attention_mask, labels=labels).loss
+        return loss, {}
+
+    fit(model, loss_fn, FitConfig(steps=steps, learning_rate=2e-3, warmup_steps=100, seed=seed), work_dir, desc="mini PEN", resume=resume)
+    model.generation_config = GenerationConfig(
+        do_sample=True, max_new_tokens=24, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    write_model_card(out, "Mini-world prompt expansion network", CARD, "parrot mini train-pen")
+    return Path(out)
+
+
+@torch.no_grad()
+def expand(model: GPT2LMHeadModel, tokenizer, prompts: list[str], generator_seed: int = 0) -> list[str]:
+    """Sample one expansion per prompt (plain sampling, temperature 1)."""
+    torch.manual_seed(generator_seed)
+    tokenizer.padding_side = "left"
+    tokens = tokenizer([PEN_TEMPLATE.format(prompt=p) for p in prompts], padding=True, add_special_tokens=False, return_tensors="pt")
+    output = model.generate(**tokens, do_sample=True, max_new_tokens=24)
+    return [text.strip() for text in tokenizer.batch_decode(output[:, tokens.input_ids.shape[1] :], skip_special_tokens=True)]

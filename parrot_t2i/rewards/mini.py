@@ -1,0 +1,134 @@
+"""The mini world's four rewards, standing in for the paper's four (see docs/MINI_WORLD.md).
+
+- ``mini_alignment`` (paper: CLIP ViT-B/32 score): cosine between the image and the *original*
+  prompt in the project's contrastively trained dual encoder.
+- ``mini_preference`` (paper: a preference model trained on Pick-a-Pic): a Bradley–Terry model fitted
+  to synthetic pairwise choices; σ(s(x) − s̄), the probability x is preferred over a typical image.
+- ``mini_aesthetic`` (paper: VILA-R), analytic: figure–ground contrast, crispness and rule-of-thirds
+  composition.
+- ``mini_sentiment`` (paper: positive-class probability of a sentiment classifier), analytic:
+  bright, warm, colourful images read as positive.
+
+All map into [0, 1] (alignment into [−1, 1], in practice [0, 1]) so that no reward dominates
+Parrot's reward-weighted update by scale alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import register_reward
+
+THIRDS = torch.tensor([32 / 3, 64 / 3])  # rule-of-thirds lines of a 32-px image, in pixel units
+
+
+def _mini_resolution(images: Tensor) -> Tensor:
+    """The learned judges read 32×32 images; other sizes are resized (area-averaged) first."""
+    from ..mini.world import RESOLUTION
+
+    images = images.float()
+    if images.shape[-1] != RESOLUTION or images.shape[-2] != RESOLUTION:
+        images = torch.nn.functional.interpolate(images, size=(RESOLUTION, RESOLUTION), mode="bilinear", antialias=True, align_corners=False)
+    return images
+
+
+def _load(component: str, cls, model: str | None):
+    from ..mini import weights_path
+
+    path = model or weights_path(component)
+    return cls.from_pretrained(path).eval()
+
+
+@register_reward("mini_alignment")
+class MiniAlignment:
+    """Mini world text-image alignment: cosine similarity in the mini dual encoder (≈ CLIP score)."""
+
+    name = "mini_alignment"
+
+    def __init__(self, model: str | None = None):
+        from transformers import AutoTokenizer
+
+        from ..mini import weights_path
+        from ..mini.nets import AlignmentModel
+
+        self.model = _load("alignment", AlignmentModel, model)
+        self.tokenizer = AutoTokenizer.from_pretrained(model or weights_path("alignment"))
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
+        device = images.device
+        self.model.to(device)
+        tokens = self.tokenizer(list(prompts), padding=True, truncation=True, return_tensors="pt").to(device)
+        text = self.model.embed_text(tokens.input_ids, tokens.attention_mask)
+        return (self.model.embed_images(_mini_resolution(images)) * text).sum(-1)
+
+
+@register_reward("mini_preference")
+class MiniPreference:
+    """Mini world human preference: Bradley–Terry model of synthetic raters (≈ PickScore)."""
+
+    name = "mini_preference"
+
+    def __init__(self, model: str | None = None):
+        from ..mini.nets import PreferenceModel
+
+        self.model = _load("preference", PreferenceModel, model)
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
+        self.model.to(images.device)
+        return torch.sigmoid(self.model(_mini_resolution(images)) - self.model.reference)
+
+
+def figure_ground(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-pixel saliency (B, H, W): colour distance to the background, estimated as the median
+    colour of the 1-px border; and that background colour (B, 3)."""
+    border = torch.cat([images[..., 0, :], images[..., -1, :], images[..., 1:-1, 0], images[..., 1:-1, -1]], -1)  # (B, 3, ring)
+    background = border.median(-1).values
+    saliency = (images - background[..., None, None]).norm(dim=1) / 3**0.5
+    return saliency, background
+
+
+@register_reward("mini_aesthetic")
+class MiniAesthetic:
+    """Mini world aesthetics (analytic): mean of contrast, crispness and rule-of-thirds composition."""
+
+    name = "mini_aesthetic"
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
+        images = images.float()
+        saliency, _ = figure_ground(images)
+        contrast = (saliency.flatten(1).quantile(0.95, dim=1) / 0.6).clamp(max=1)
+        luma = images[:, 0] * 0.299 + images[:, 1] * 0.587 + images[:, 2] * 0.114
+        # RMS (not mean-absolute) gradient: blurring an edge keeps its total variation but
+        # spreads it over more pixels, which lowers the mean square.
+        gradient = (luma[:, 1:, :-1] - luma[:, :-1, :-1]).square() + (luma[:, :-1, 1:] - luma[:, :-1, :-1]).square()
+        crispness = torch.tanh(gradient.flatten(1).mean(1).sqrt() / 0.05)
+        # Composition: the salient mass's centroid near a thirds line scores 1, dead centre 0.
+        side = images.shape[-1]
+        coords = torch.arange(side, device=images.device, dtype=torch.float32) + 0.5
+        mass = saliency.flatten(1).sum(1).clamp(min=1e-6)
+        cx = (saliency.sum(1) * coords).sum(1) / mass
+        cy = (saliency.sum(2) * coords).sum(1) / mass
+        thirds = THIRDS.to(images.device) * side / 32
+        distance = torch.minimum((cx[:, None] - thirds).abs().amin(1), (cy[:, None] - thirds).abs().amin(1))
+        composition = (1 - distance / (side / 6)).clamp(0, 1)
+        return (contrast + crispness + composition) / 3
+
+
+@register_reward("mini_sentiment")
+class MiniSentiment:
+    """Mini world image sentiment (analytic): P(positive) from brightness, warmth and colourfulness."""
+
+    name = "mini_sentiment"
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
+        images = images.float()
+        r, g, b = images.unbind(1)
+        brightness = (0.299 * r + 0.587 * g + 0.114 * b).mean((1, 2))
+        warmth = (r - b).mean((1, 2))
+        chroma = (images.amax(1) - images.amin(1)).mean((1, 2))
+        return torch.sigmoid(6 * (brightness - 0.5) + 4 * warmth + 4 * (chroma - 0.2))
