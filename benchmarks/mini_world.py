@@ -29,16 +29,24 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from parrot_t2i.evaluate import generate, identifier_prefix, score  # noqa: E402
-from parrot_t2i.mini import weights_path  # noqa: E402
-from parrot_t2i.mini.nets import AttributeChecker  # noqa: E402
-from parrot_t2i.mini.world import ATTRIBUTES, Scene, caption, parse_prompt, random_scene, render, scene_dict  # noqa: E402
-from parrot_t2i.pareto import non_dominated  # noqa: E402
-from parrot_t2i.prompts import read_prompt_file  # noqa: E402
-from parrot_t2i.rewards import build_reward  # noqa: E402
-from parrot_t2i.t2i import T2IPolicy  # noqa: E402
+from parrot_t2i.evaluate import generate, identifier_prefix, score
+from parrot_t2i.mini import weights_path
+from parrot_t2i.mini.nets import AttributeChecker
+from parrot_t2i.mini.world import (
+    ATTRIBUTES,
+    Scene,
+    caption,
+    parse_prompt,
+    random_scene,
+    render,
+    scene_dict,
+)
+from parrot_t2i.pareto import non_dominated
+from parrot_t2i.prompts import read_prompt_file
+from parrot_t2i.rewards import build_reward
+from parrot_t2i.t2i import T2IPolicy
 
 TARGETS = {"shape": 0.80, "colour": 0.60, "background": 0.70}
 REWARDS = ["mini_aesthetic", "mini_preference", "mini_alignment", "mini_sentiment"]
@@ -78,7 +86,7 @@ def retrieval_top1(n: int = 512, candidates: int = 8, seed: int = 7, hard: bool 
     images = render(scenes, torch.Generator().manual_seed(seed))
     hits = 0
     for image, scene in zip(images, scenes):
-        distractor = (lambda: one_change(scene, rng)) if hard else (lambda: random_scene(rng))  # noqa: E731
+        distractor = (lambda: one_change(scene, rng)) if hard else (lambda: random_scene(rng))
         texts = [caption(scene)] + [caption(distractor()) for _ in range(candidates - 1)]
         scores = alignment(image[None].expand(candidates, -1, -1, -1), texts)
         hits += int(scores.argmax()) == 0

@@ -51,26 +51,36 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _mini(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from .mini import WEIGHTS
 
-    out = args.out or str(WEIGHTS / {"train-t2i": "t2i", "train-pen": "pen"}.get(args.mini_command, ""))
-    work = args.work_dir
-    resume = not args.restart
+    for flag, value in [("--steps", args.steps), ("--finetune-steps", args.finetune_steps)]:
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1 (got {value})")
+    out, work, resume = Path(args.out) if args.out else WEIGHTS, Path(args.work_dir), not args.restart
+    steps = {"steps": args.steps} if args.steps else {}
     if args.mini_command == "train-t2i":
+        from dataclasses import replace
+
         from .mini.train_t2i import T2ITrainConfig, train_t2i
 
-        train_t2i(out, f"{work}/t2i", T2ITrainConfig(steps=args.steps or T2ITrainConfig.steps), resume=resume)
+        cfg = T2ITrainConfig()
+        if args.steps:  # phase 1 length; its learning-rate horizon keeps the shipped 2:1 proportion
+            cfg = replace(cfg, pretrain_steps=args.steps, pretrain_horizon=2 * args.steps)
+        if args.finetune_steps:
+            cfg = replace(cfg, finetune_steps=args.finetune_steps)
+        train_t2i(out if args.out else WEIGHTS / "t2i", work / "t2i", cfg, resume=resume)
     elif args.mini_command == "train-pen":
         from .mini.train_pen import train_pen
 
-        train_pen(out, f"{work}/pen", **({"steps": args.steps} if args.steps else {}), resume=resume)
+        train_pen(out if args.out else WEIGHTS / "pen", work / "pen", **steps, resume=resume)
     else:
         from .mini import train_rewards
 
-        steps = {"steps": args.steps} if args.steps else {}
         for name in ("checker", "preference", "alignment"):
-            getattr(train_rewards, f"train_{name}")(f"{out}/{name}" if args.out else str(WEIGHTS / name), f"{work}/{name}", **steps, resume=resume)
-    print(f"done; models written under {args.out or WEIGHTS}")
+            getattr(train_rewards, f"train_{name}")(out / name, work / name, **steps, resume=resume)
+    print(f"done; models written under {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     mini.add_argument("mini_command", choices=["train-t2i", "train-rewards", "train-pen"])
     mini.add_argument("--out", help="where to write the model(s) (default: the package's shipped weights)")
     mini.add_argument("--work-dir", default="runs/mini-train", help="checkpoints and logs; an interrupted run resumes from here")
-    mini.add_argument("--steps", type=int, help="training steps (default: the shipped models' settings)")
+    mini.add_argument("--steps", type=int, help="training steps (train-t2i: of phase 1, ε); default: the shipped models' settings")
+    mini.add_argument("--finetune-steps", type=int, help="train-t2i only: steps of phase 2 (v-prediction fine-tuning)")
     mini.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --work-dir")
     mini.set_defaults(func=_mini)
     return parser

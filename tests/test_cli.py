@@ -96,3 +96,15 @@ def test_mini_training_commands_write_loadable_models_and_resume(tmp_path, capsy
     before = {n: p.clone() for n, p in model.named_parameters()}
     assert main(["mini", "train-pen", "--steps", "3", "--out", str(out), "--work-dir", str(work)]) == 0  # resumes: nothing left to do
     assert all(torch.equal(p, before[n]) for n, p in GPT2LMHeadModel.from_pretrained(out).named_parameters())
+
+
+def test_mini_train_t2i_runs_both_phases_and_loads(tmp_path, capsys):
+    from parrot_t2i.t2i import T2IPolicy
+
+    out, work = tmp_path / "t2i", tmp_path / "work"
+    assert main(["mini", "train-t2i", "--steps", "2", "--finetune-steps", "1", "--out", str(out), "--work-dir", str(work)]) == 0
+    assert '"step": 2' in (work / "t2i" / "epsilon" / "checkpoint" / "progress.json").read_text()
+    assert '"step": 1' in (work / "t2i" / "v_prediction" / "checkpoint" / "progress.json").read_text()
+    policy = T2IPolicy.from_pretrained(str(out))
+    assert policy.scheduler.config.prediction_type == "v_prediction" and policy.resolution == 32
+    assert main(["mini", "train-t2i", "--steps", "0"]) == 2 and "--steps must be >= 1" in capsys.readouterr().err

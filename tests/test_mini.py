@@ -57,7 +57,7 @@ def test_render_is_deterministic_and_in_range():
 
 def test_render_pixels_follow_the_attributes():
     image = render([SCENE], jitter=False)[0]
-    lift = lambda rgb: torch.tensor(rgb) * 0.8 + 0.2  # noqa: E731  (bright lighting)
+    lift = lambda rgb: torch.tensor(rgb) * 0.8 + 0.2
     torch.testing.assert_close(image[:, 16, 9], lift(COLOURS["red"]))  # the shape's centre, at the left
     torch.testing.assert_close(image[:, 2, 30], lift(BACKGROUNDS["dark blue"]))  # a far corner
     dim = render([variant(lighting="dim")], jitter=False)[0]
@@ -67,13 +67,13 @@ def test_render_pixels_follow_the_attributes():
     striped = render([variant(pattern="striped")], jitter=False)[0]
     outside = (image - lift(BACKGROUNDS["dark blue"])[:, None, None]).abs().sum(0) < 1e-5  # pure background
     assert (striped - image).abs().sum(0)[~outside].max() > 0.3 and (striped - image)[:, outside].abs().max() < 1e-6
-    gradient = lambda x: (x[:, 1:] - x[:, :-1]).square().mean()  # noqa: E731
+    gradient = lambda x: (x[:, 1:] - x[:, :-1]).square().mean()
     assert gradient(render([variant(focus="blurred")], jitter=False)[0]) < 0.7 * gradient(image)
     for position, (x, y) in {"right": (23, 16), "top": (16, 9), "bottom": (16, 23), "center": (16, 16)}.items():
         moved = render([variant(position=position)], jitter=False)[0]
         torch.testing.assert_close(moved[:, y, x], lift(COLOURS["red"]))
     small = render([variant(size="small")], jitter=False)[0]
-    background = lambda x: ((x - lift(BACKGROUNDS["dark blue"])[:, None, None]).abs().sum(0) > 0.3).sum()  # noqa: E731
+    background = lambda x: ((x - lift(BACKGROUNDS["dark blue"])[:, None, None]).abs().sum(0) > 0.3).sum()
     assert background(small) < 0.5 * background(image)
 
 

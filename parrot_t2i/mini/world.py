@@ -235,4 +235,4 @@ def scene_dict(scene: Scene) -> dict[str, str]:
     return asdict(scene)
 
 
-assert [f.name for f in fields(Scene)] == list(ATTRIBUTES)  # labels() relies on this order
+assert [f.name for f in fields(Scene)] == list(ATTRIBUTES)  # random_scene and labels() build scenes from ATTRIBUTES

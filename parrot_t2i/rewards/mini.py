@@ -24,7 +24,7 @@ THIRDS = torch.tensor([32 / 3, 64 / 3])  # rule-of-thirds lines of a 32-px image
 
 
 def _mini_resolution(images: Tensor) -> Tensor:
-    """The learned judges read 32×32 images; other sizes are resized (area-averaged) first."""
+    """The learned judges read 32×32 images; other sizes are resized first (bilinear with antialiasing)."""
     from ..mini.world import RESOLUTION
 
     images = images.float()
