@@ -66,6 +66,16 @@ def classifier_free_guidance(eps_uncond: Tensor, eps_cond: Tensor, guidance_scal
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 
+def original_prompt_guidance(eps_uncond: Tensor, eps_orig: Tensor, eps_expanded: Tensor, w1: float, w2: float) -> Tensor:
+    """Paper Eq. 5, original-prompt-centred guidance: ε(∅) + w1·(ε(c) − ε(∅)) + w2·(ε(ĉ) − ε(∅)).
+
+    c is the user's prompt and ĉ its expansion (with reward identifiers). The c term keeps the
+    image on what the user asked for while the ĉ term adds what the expansion and identifiers
+    bring. With w2 = 0 it is plain CFG on c; with ĉ = c it is plain CFG with w = w1 + w2.
+    """
+    return eps_uncond + w1 * (eps_orig - eps_uncond) + w2 * (eps_expanded - eps_uncond)
+
+
 def _per_sample(values: Tensor, ndim: int) -> Tensor:
     return values.reshape(-1, *([1] * (ndim - 1)))
 
@@ -135,6 +145,14 @@ def guided_noise(unet, sample: Tensor, timesteps: Tensor, cond: Conditioning, un
     eps = _unet(unet, torch.cat([sample, sample]), torch.cat([t, t]), both)
     eps_uncond, eps_cond = eps.chunk(2)
     return classifier_free_guidance(eps_uncond, eps_cond, guidance_scale)
+
+
+def original_guided_noise(unet, sample: Tensor, timesteps: Tensor, orig: Conditioning, expanded: Conditioning, uncond: Conditioning, w1: float, w2: float) -> Tensor:
+    """Eq. 5 ε from **one** batched UNet call over [uncond; original; expanded] (three branches)."""
+    three = Conditioning.cat([uncond, orig, expanded])
+    t = timesteps.expand(len(sample))
+    eps = _unet(unet, torch.cat([sample, sample, sample]), torch.cat([t, t, t]), three)
+    return original_prompt_guidance(*eps.chunk(3), w1, w2)
 
 
 def _unet(unet, sample: Tensor, timesteps: Tensor, cond: Conditioning) -> Tensor:

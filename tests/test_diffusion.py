@@ -8,6 +8,8 @@ from parrot_t2i.diffusion import (
     ddim_step_log_prob,
     gaussian_log_prob,
     guided_noise,
+    original_guided_noise,
+    original_prompt_guidance,
     sample_trajectory,
     step_log_prob,
 )
@@ -78,6 +80,30 @@ def test_classifier_free_guidance_formula():
     u, c = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 1.0])
     assert classifier_free_guidance(u, c, 5.0).tolist() == [11.0, -3.0]
     assert classifier_free_guidance(u, c, 1.0).tolist() == c.tolist()
+
+
+def test_original_prompt_guidance_eq5_and_its_identities():
+    u, c, e = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 1.0]), torch.tensor([0.0, 4.0])
+    # 1 + 5·(3 − 1) + 2·(0 − 1) = 9;  2 + 5·(1 − 2) + 2·(4 − 2) = 1
+    assert original_prompt_guidance(u, c, e, 5.0, 2.0).tolist() == [9.0, 1.0]
+    assert original_prompt_guidance(u, c, e, 5.0, 0.0).tolist() == classifier_free_guidance(u, c, 5.0).tolist()  # w2 = 0
+    assert original_prompt_guidance(u, c, c, 2.0, 3.0).tolist() == classifier_free_guidance(u, c, 5.0).tolist()  # ĉ = c
+
+
+def test_original_guided_noise_batches_three_branches_in_one_call(tiny_pixel_model):
+    policy = T2IPolicy.from_pretrained(str(tiny_pixel_model))
+    calls = []
+    handle = policy.unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    orig, expanded, uncond = policy.encode(["a cat", "a dog"]), policy.encode(["<reward 1> a cat, fluffy", "<reward 2> a dog"]), policy.encode(["", ""])
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([500])
+    eps = original_guided_noise(policy.unet, x, t, orig, expanded, uncond, 5.0, 5.0)
+    handle.remove()
+    assert calls == [6]  # one UNet call over [uncond; original; expanded]
+    with torch.no_grad():
+        e_u, e_c, e_e = (policy.unet(x, t, encoder_hidden_states=c.embeds).sample for c in (uncond, orig, expanded))
+    torch.testing.assert_close(eps, e_u + 5.0 * (e_c - e_u) + 5.0 * (e_e - e_u), atol=1e-5, rtol=1e-4)
+    same = original_guided_noise(policy.unet, x, t, orig, orig, uncond, 2.0, 3.0)
+    torch.testing.assert_close(same, guided_noise(policy.unet, x, t, orig, uncond, 5.0), atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("model", ["tiny_pixel_model", "tiny_sd_model"])

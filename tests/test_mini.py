@@ -13,7 +13,7 @@ from parrot_t2i.mini import weights_path
 from parrot_t2i.mini.fit import FitConfig, fit, step_generator
 from parrot_t2i.mini.nets import AlignmentModel, AttributeChecker, PreferenceModel
 from parrot_t2i.mini.tokenizer import IDENTIFIERS, build_tokenizer
-from parrot_t2i.mini.train_pen import expand
+from parrot_t2i.mini.train_pen import PEN_TEMPLATE
 from parrot_t2i.mini.train_rewards import utility
 from parrot_t2i.mini.world import (
     ATTRIBUTES,
@@ -190,10 +190,12 @@ def test_shipped_preference_follows_its_rule():
 
 
 def test_shipped_pen_expands_prompts_faithfully():
+    from parrot_t2i.pen import PromptExpander
+
     path = weights_path("pen")
-    model, tokenizer = GPT2LMHeadModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    pen = PromptExpander(GPT2LMHeadModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), PEN_TEMPLATE)
     prompts = ["a red circle", "a green cross on a beige background"] * 8
-    expansions = expand(model, tokenizer, prompts, generator_seed=0)
+    expansions = pen.sample(prompts, seed=0).texts
     faithful = 0
     for prompt, text in zip(prompts, expansions):
         named = parse_prompt(text)

@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
 
+from ..pen import TEMPLATES
 from .fit import FitConfig, fit
 from .nets import write_model_card
 from .tokenizer import SEPARATOR, build_tokenizer
 from .world import caption, random_scene, short_prompt
 
-PEN_TEMPLATE = "<bos>{prompt} " + SEPARATOR  # the PEN's input; its continuation is the expansion
+PEN_TEMPLATE = TEMPLATES["mini"]  # "<bos>{prompt} <sep>": the PEN's input; its continuation is the expansion
 CARD = f"Tiny GPT-2 fine-tuned on (short prompt → full caption) pairs of the grammar. Input: {PEN_TEMPLATE!r}; it continues with the expansion and <eos>."
 
 
@@ -65,13 +66,3 @@ def train_pen(out: str | Path, work_dir: str | Path, steps: int = 1500, batch_si
     tokenizer.save_pretrained(out)
     write_model_card(out, "Mini-world prompt expansion network", CARD, "parrot mini train-pen")
     return Path(out)
-
-
-@torch.no_grad()
-def expand(model: GPT2LMHeadModel, tokenizer, prompts: list[str], generator_seed: int = 0) -> list[str]:
-    """Sample one expansion per prompt (plain sampling, temperature 1)."""
-    torch.manual_seed(generator_seed)
-    tokenizer.padding_side = "left"
-    tokens = tokenizer([PEN_TEMPLATE.format(prompt=p) for p in prompts], padding=True, add_special_tokens=False, return_tensors="pt")
-    output = model.generate(**tokens, do_sample=True, max_new_tokens=24)
-    return [text.strip() for text in tokenizer.batch_decode(output[:, tokens.input_ids.shape[1] :], skip_special_tokens=True)]
