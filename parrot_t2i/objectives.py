@@ -115,3 +115,13 @@ def policy_gradient_loss(log_prob: Tensor, old_log_prob: Tensor, weights: Tensor
     unclipped = -weights * ratio
     clipped = -weights * ratio.clamp(1 - clip_range, 1 + clip_range)
     return torch.maximum(unclipped, clipped).sum()
+
+
+def pen_policy_gradient_loss(token_log_probs: Tensor, mask: Tensor, weights: Tensor) -> Tensor:
+    """PEN REINFORCE loss (paper Algorithm 1, PEN step): −Σ_i w_i · log p_φ(ĉ_i | c_i).
+
+    token_log_probs, mask: (B, L), the expansion tokens' log-probs and which are real;
+    weights: (B,), the same per-sample weights as the T2I update (0 outside the Pareto set).
+    The sequence log-prob is the sum over its tokens. Leaves out any KL term to the SFT model.
+    """
+    return -(weights * (token_log_probs * mask).sum(1)).sum()

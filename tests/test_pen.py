@@ -34,3 +34,21 @@ def test_recomputed_log_probs_match_sampling_and_carry_gradients():
     loss = -recomputed.sum()
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pen.model.parameters())
+
+
+def test_pen_loss_arithmetic_and_gradient_sign():
+    from parrot_t2i.objectives import pen_policy_gradient_loss
+
+    log_probs = torch.tensor([[-1.0, -2.0, -9.0], [-0.5, -0.5, -0.5]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    # −(2·(−1 − 2) + 0·(−1.5)) = 6: padding and zero-weight samples contribute nothing
+    assert pen_policy_gradient_loss(log_probs, mask, torch.tensor([2.0, 0.0])).item() == 6.0
+
+    pen = PromptExpander.from_pretrained("builtin:mini")
+    out = pen.sample(["a red circle", "a blue square"], seed=2)
+    optimizer = torch.optim.SGD(pen.model.parameters(), lr=0.05)
+    before = pen.token_log_probs(out).sum(1).detach()
+    pen_policy_gradient_loss(pen.token_log_probs(out), out.mask, torch.tensor([1.0, 0.0])).backward()
+    optimizer.step()
+    after = pen.token_log_probs(out).sum(1).detach()
+    assert after[0] > before[0]  # the positively weighted expansion became more likely
