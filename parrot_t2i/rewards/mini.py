@@ -33,11 +33,11 @@ def _mini_resolution(images: Tensor) -> Tensor:
     return images
 
 
-def _load(component: str, cls, model: str | None):
+def _source(component: str, model: str | None) -> str:
+    """The model folder: the given one, or the shipped mini-world weights of ``component``."""
     from ..mini import weights_path
 
-    path = model or weights_path(component)
-    return cls.from_pretrained(path).eval()
+    return model or str(weights_path(component))
 
 
 @register_reward("mini_alignment")
@@ -49,11 +49,11 @@ class MiniAlignment:
     def __init__(self, model: str | None = None):
         from transformers import AutoTokenizer
 
-        from ..mini import weights_path
         from ..mini.nets import AlignmentModel
 
-        self.model = _load("alignment", AlignmentModel, model)
-        self.tokenizer = AutoTokenizer.from_pretrained(model or weights_path("alignment"))
+        source = _source("alignment", model)
+        self.model = AlignmentModel.from_pretrained(source).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
 
     @torch.no_grad()
     def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
@@ -73,7 +73,7 @@ class MiniPreference:
     def __init__(self, model: str | None = None):
         from ..mini.nets import PreferenceModel
 
-        self.model = _load("preference", PreferenceModel, model)
+        self.model = PreferenceModel.from_pretrained(_source("preference", model)).eval()
 
     @torch.no_grad()
     def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
