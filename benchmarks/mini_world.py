@@ -31,7 +31,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from parrot_t2i.evaluate import generate, identifier_prefix, score
+from parrot_t2i.evaluate import generate, score
+from parrot_t2i.identifiers import identifier_strings
 from parrot_t2i.mini import weights_path
 from parrot_t2i.mini.nets import AttributeChecker
 from parrot_t2i.mini.world import (
@@ -133,7 +134,7 @@ def main() -> None:
     print(f"2. base-model prompt following, {len(held_out)} held-out prompts × {args.images_per_prompt} images (checker)")
     print(f"   {'conditioning':>22} | " + " | ".join(f"{n} (≥{t:.0%})" for n, t in TARGETS.items()))
     following = {}
-    for label, prefix in [("plain prompt", ""), ("all identifiers", identifier_prefix(len(REWARDS)))]:
+    for label, prefix in [("plain prompt", ""), ("all identifiers", " ".join(identifier_strings(len(REWARDS))))]:
         accuracy, images, originals = prompt_following(policy, checker, held_out, args.images_per_prompt, prefix)
         following[label] = accuracy
         print(f"   {label:>22} | " + " | ".join(f"{accuracy[n]:>{len(n) + 7}.3f}" for n in TARGETS))

@@ -30,24 +30,101 @@ def _rewards(args: argparse.Namespace) -> None:
 
 def _generate(args: argparse.Namespace) -> None:
     import json
+    from dataclasses import replace
+
+    from .evaluate import Inference, infer, inference_from_config, score
+    from .identifiers import DEFAULT_TEMPLATE, identifier_strings, parse_identifiers
+    from .images import save_grid
+    from .pen import PromptExpander
+    from .rewards import build_reward
+    from .runs import open_run, run_expander, run_policy
+    from .t2i import T2IPolicy
+
+    for flag, ok, allowed in [("--n", args.n >= 1, ">= 1"), ("--eta", 0 <= args.eta <= 1, "in [0, 1]"), ("--w1", args.w1 is None or args.w1 >= 0, ">= 0"), ("--w2", args.w2 is None or args.w2 >= 0, ">= 0")]:
+        if not ok:
+            raise ConfigError(f"{flag} must be {allowed} (got {getattr(args, flag[2:])})")
+    if args.steps is not None and args.steps < 1 or args.guidance_scale is not None and args.guidance_scale < 1:
+        raise ConfigError("--steps must be >= 1 and --guidance-scale >= 1")
+    reward_names = [r.strip() for r in (args.rewards or "").split(",") if r.strip()]
+    if args.run and args.pen:
+        raise ConfigError("--pen goes with --model; a run uses its own (trained) PEN")
+    if args.run:
+        config, checkpoint = open_run(args.run)
+        policy, source = run_policy(config, checkpoint), str(checkpoint)
+        expander = None if args.no_expand else run_expander(config, checkpoint)
+        inference = inference_from_config(config, expander)
+        strings = identifier_strings(len(config.rewards), config.prompts.identifier_template, config.prompts.identifier_strings)
+        reward_specs = reward_names or config.rewards  # the run's rewards, with their arguments
+        reward_names = [getattr(spec, "name", spec) for spec in reward_specs]
+        default_identifiers = "all" if config.prompts.identifiers else "none"
+    else:
+        policy, source = T2IPolicy.from_pretrained(args.model), args.model
+        pen = args.pen or ("builtin:mini" if args.model == "builtin:mini" else None)
+        expander = None if args.no_expand or not pen else PromptExpander.from_pretrained(pen)
+        inference = Inference(expander=expander)
+        reward_specs = reward_names
+        strings = identifier_strings(len(reward_names), DEFAULT_TEMPLATE) if reward_names else []
+        default_identifiers = "none"  # a base model has not learnt any identifier
+    if not strings and args.identifiers not in (None, "none"):
+        raise ConfigError("--identifiers needs to know the rewards: use --run, or --rewards with --model")
+    chosen = parse_identifiers(args.identifiers or default_identifiers, len(strings))
+    inference = replace(
+        inference,
+        identifiers=[strings[k - 1] for k in chosen],
+        original_guidance=not args.no_original_guidance,
+        w1=inference.w1 if args.w1 is None else args.w1,
+        w2=inference.w2 if args.w2 is None else args.w2,
+        guidance_scale=args.guidance_scale or inference.guidance_scale,
+        num_inference_steps=args.steps or inference.num_inference_steps,
+        eta=args.eta,
+        seed=args.seed,
+    )
+    rewards = [build_reward(spec) for spec in reward_specs]  # before sampling: a typo fails fast
+    images, expansions = infer(policy, [args.prompt] * args.n, inference, desc="generate")
+    out = save_grid(images, args.out)
+    scores = score(rewards, images, [args.prompt] * args.n) if rewards else None
+    guidance = (
+        {"mode": "original-prompt-centred (Eq. 5)", "w1": inference.w1, "w2": inference.w2}
+        if inference.original_guidance
+        else {"mode": "classifier-free", "scale": inference.guidance_scale}
+    )
+    record = {
+        "prompt": args.prompt,
+        "model": source,
+        "expanded": expander is not None,
+        "identifiers": inference.identifiers,
+        "guidance": guidance,
+        "seed": args.seed,
+        "num_inference_steps": inference.num_inference_steps,
+        "eta": args.eta,
+        "images": [
+            {"expansion": text, **({"rewards": dict(zip(reward_names, row.tolist()))} if scores is not None else {})}
+            for text, row in zip(expansions, scores if scores is not None else [None] * args.n)
+        ],
+    }
+    sidecar = out.with_suffix(".json")
+    sidecar.write_text(json.dumps(record, indent=2))
+    print(f"wrote {out} and {sidecar}")
+    if scores is not None:
+        print("mean rewards: " + ", ".join(f"{n} {v:.4f}" for n, v in zip(reward_names, scores.mean(0).tolist())))
+
+
+def _sft_pen(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .evaluate import generate
-    from .images import save_grid
-    from .runs import load_policy
+    from .pen import PromptExpander
+    from .pen_sft import read_pairs, sample_from, sft_pen
 
-    for flag, ok, allowed in [("--n", args.n >= 1, ">= 1"), ("--steps", args.steps >= 1, ">= 1"), ("--guidance-scale", args.guidance_scale >= 1, ">= 1"), ("--eta", 0 <= args.eta <= 1, "in [0, 1]")]:
+    for flag, ok, allowed in [("--steps", args.steps >= 1, ">= 1"), ("--batch-size", args.batch_size >= 1, ">= 1"), ("--learning-rate", args.learning_rate > 0, "> 0")]:
         if not ok:
             raise ConfigError(f"{flag} must be {allowed} (got {getattr(args, flag[2:].replace('-', '_'))})")
-    policy, source = load_policy(args.run, args.model)
-    images = generate(
-        policy, [args.prompt] * args.n, seed=args.seed, num_inference_steps=args.steps, guidance_scale=args.guidance_scale, eta=args.eta, desc="generate"
-    )
-    out = save_grid(images, args.out)
-    sidecar = out.with_suffix(".json")
-    settings = {"prompt": args.prompt, "model": source, "n": args.n, "seed": args.seed, "num_inference_steps": args.steps, "guidance_scale": args.guidance_scale, "eta": args.eta}
-    sidecar.write_text(json.dumps(settings, indent=2))
-    print(f"wrote {out} and {Path(sidecar)}")
+    if args.data == "builtin:mini":
+        from .mini.train_pen import grammar_pairs as pairs
+    else:
+        pairs = sample_from(read_pairs(args.data))
+    pen = PromptExpander.from_pretrained(args.model, args.template)
+    out = sft_pen(pen, pairs, args.out, Path(args.work_dir), steps=args.steps, learning_rate=args.learning_rate, batch_size=args.batch_size, seed=args.seed, resume=not args.restart)
+    print(f"done; the PEN is in {out} (train with it: --set pen.pretrained={out})")
 
 
 def _mini(args: argparse.Namespace) -> None:
@@ -102,13 +179,33 @@ def build_parser() -> argparse.ArgumentParser:
     source = gen.add_mutually_exclusive_group()
     source.add_argument("--run", help="a run folder written by `parrot train` (its last checkpoint)")
     source.add_argument("--model", default="builtin:mini", help="hub id, diffusers folder or builtin:NAME (default: builtin:mini)")
+    gen.add_argument("--pen", help="with --model: the prompt expansion network (default: builtin:mini for builtin:mini, else none)")
     gen.add_argument("--n", type=int, default=8, help="number of images (default 8)")
+    gen.add_argument("--identifiers", help="reward identifiers to prefix: all, none, or reward numbers such as 1,3 (default: all for a run trained with them, else none)")
+    gen.add_argument("--w1", type=float, help="weight of the original prompt in Eq. 5 guidance (default: the run's eval.w1, else 5)")
+    gen.add_argument("--w2", type=float, help="weight of the expanded prompt in Eq. 5 guidance (default: the run's eval.w2, else 5)")
+    gen.add_argument("--no-original-guidance", action="store_true", help="plain classifier-free guidance on the expanded prompt (with --guidance-scale)")
+    gen.add_argument("--no-expand", action="store_true", help="do not expand the prompt with the PEN")
+    gen.add_argument("--rewards", help="comma-separated reward names to score every image with (default: the run's rewards)")
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
-    gen.add_argument("--guidance-scale", type=float, default=5.0)
+    gen.add_argument("--steps", type=int, help="DDIM steps (default: the run's, else 20)")
+    gen.add_argument("--guidance-scale", type=float, help="CFG scale with --no-original-guidance (default: the run's, else 5)")
     gen.add_argument("--eta", type=float, default=0.0, help="DDIM η (default 0: deterministic)")
-    gen.add_argument("--out", default="grid.png", help="PNG grid to write; settings go to a .json beside it")
+    gen.add_argument("--out", default="grid.png", help="PNG grid to write; prompt, expansions, settings and rewards go to a .json beside it")
     gen.set_defaults(func=_generate)
+
+    sft = sub.add_parser("sft-pen", help="supervised fine-tuning of a prompt expansion network on (prompt, expansion) pairs")
+    sft.add_argument("--data", required=True, help='JSONL file, one {"prompt": ..., "expansion": ...} per line; or builtin:mini (the mini world grammar)')
+    sft.add_argument("--model", default="builtin:mini", help="causal LM to start from: hub id, local folder or builtin:mini (default)")
+    sft.add_argument("--template", help="how the prompt is presented: mini, promptist, instruction (the paper's) or a format string with {prompt}; default: the model's saved template, else instruction")
+    sft.add_argument("--out", required=True, help="folder to write the fine-tuned PEN to")
+    sft.add_argument("--steps", type=int, default=1000)
+    sft.add_argument("--batch-size", type=int, default=32)
+    sft.add_argument("--learning-rate", type=float, default=5e-5, help="peak AdamW learning rate (default 5e-5, for pre-trained LMs)")
+    sft.add_argument("--seed", type=int, default=0)
+    sft.add_argument("--work-dir", default="runs/sft-pen", help="checkpoints and log; an interrupted run resumes from here")
+    sft.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --work-dir")
+    sft.set_defaults(func=_sft_pen)
 
     mini = sub.add_parser("mini", help="(re)build the embedded mini world's models")
     mini.add_argument("mini_command", choices=["train-t2i", "train-rewards", "train-pen"])

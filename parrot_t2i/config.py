@@ -18,6 +18,9 @@ from typing import Any, Literal
 
 import yaml
 
+from .errors import ParrotError
+from .identifiers import parse_identifiers
+
 PRESET_DIR = Path(__file__).parent / "configs"
 
 # Names users bring from other trainers, for "did you mean" suggestions only.
@@ -76,6 +79,37 @@ class PromptConfig:
     identifiers: bool = True
     # Identifier format; "{k}" is the 1-based reward number.
     identifier_template: str = "<reward {k}>"
+    # Or one explicit string per reward, in reward order (overrides the template when given).
+    identifier_strings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PenConfig:
+    # The prompt expansion network p_φ(ĉ|c) (paper §3.3): any Hugging Face causal LM (hub id or
+    # local folder, e.g. one written by `parrot sft-pen`), or "builtin:mini" (the mini world's).
+    # null: no expansion; the T2I model sees the user prompt (the "T2I tuning only" baseline).
+    pretrained: str | None = "builtin:mini"
+    # How the PEN is prompted: "mini", "promptist", "instruction" (the paper's) or a format string
+    # with "{prompt}"; null: the template saved beside the model, else "instruction".
+    template: str | None = None
+    # Expansion length in PEN tokens; expansions are further shortened so that identifiers plus
+    # expansion never exceed the T2I text encoder's limit (77 tokens for CLIP).
+    max_new_tokens: int = 32
+    # Sampling temperature and nucleus (top-p) of the expansions, in training and evaluation.
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # What RL trains: peft LoRA adapters on every linear layer ("lora", the paper) or "full".
+    trainable: Literal["lora", "full"] = "lora"
+    lora_rank: int = 8
+    lora_alpha: float | None = None
+    # AdamW learning rate of the PEN update (betas, weight decay and clipping as in `train`). The
+    # default suits the mini PEN's LoRA: at 1e-2 it collapsed to degenerate text within 20
+    # iterations, at 2e-3 it barely moved in 50 (docs/MINI_WORLD.md).
+    learning_rate: float = 5e-3
+    # Coefficient of Σ_tokens KL(p_φ ‖ p_SFT), averaged over the batch, added to the PEN loss (the
+    # paper has none: set 0 to be faithful; the mini job keeps a guard against that collapse).
+    # Needs trainable=lora, whose adapters switched off give the SFT model.
+    kl_coef: float = 0.1
 
 
 @dataclass
@@ -103,8 +137,15 @@ class ObjectiveConfig:
 
 @dataclass
 class TrainConfig:
-    # RL iterations (one iteration = sample, score, select, one optimiser step).
+    # RL iterations (one iteration = sample, score, select, one optimiser step per network).
     num_iterations: int = 50
+    # Which networks RL updates: both (Parrot), the T2I model only, or the PEN only (Promptist-style).
+    t2i: bool = True
+    pen: bool = True
+    # "joint" (Parrot: both updated every iteration from the same samples) or "decoupled" (the
+    # ablation: num_iterations of T2I-only training with the SFT PEN, then num_iterations of
+    # PEN-only training against the base T2I model, then the two trained networks combined).
+    mode: Literal["joint", "decoupled"] = "joint"
     # AdamW settings (paper: lr 1e-5, betas (0.9, 0.999), weight decay 0.1). The default lr suits
     # the mini world's 66k cross-attention parameters; real models want the paper's 1e-5.
     learning_rate: float = 5e-4
@@ -141,9 +182,19 @@ class EvalConfig:
     images_per_prompt: int = 4
     # Seed of that noise.
     seed: int = 1234
-    # Condition on all reward identifiers ("<reward 1> … <reward K> prompt"), as Parrot does at
-    # inference (paper §3.4), or on the plain prompt.
-    identifiers: bool = True
+    # Identifiers prefixed at inference: "all" (the paper: "<reward 1> … <reward K> ĉ"), "none",
+    # or a subset of reward numbers such as "1,3" (or 2, or [1, 3]). Ignored when training used no
+    # identifiers.
+    identifiers: str | int | list[int] = "all"
+    # Condition on the PEN's expansion ĉ of each prompt (when a PEN is configured).
+    expand: bool = True
+    # Original-prompt-centred guidance (paper Eq. 5): ε(∅) + w1·(ε(c) − ε(∅)) + w2·(ε(ĉ) − ε(∅)).
+    # false: plain classifier-free guidance on ĉ with sample.guidance_scale. The paper uses
+    # w1 = w2 = 5 on SD 1.5; the mini default keeps w1 + w2 = the training CFG scale of 5 (a total
+    # of 10 over-steers the small model; benchmarks/parrot_inference.py measures both).
+    original_prompt_guidance: bool = True
+    w1: float = 2.5
+    w2: float = 2.5
 
 
 @dataclass
@@ -155,6 +206,7 @@ class Config:
         default_factory=lambda: [RewardSpec(name) for name in ("mini_aesthetic", "mini_preference", "mini_alignment", "mini_sentiment")]
     )
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    pen: PenConfig = field(default_factory=PenConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -181,6 +233,14 @@ class Config:
             ("train.checkpoint_every", self.train.checkpoint_every >= 0, ">= 0"),
             ("train.log_images_every", self.train.log_images_every >= 0, ">= 0"),
             ("eval.images_per_prompt", self.eval.images_per_prompt >= 1, ">= 1"),
+            ("eval.w1", self.eval.w1 >= 0, ">= 0"),
+            ("eval.w2", self.eval.w2 >= 0, ">= 0"),
+            ("pen.max_new_tokens", self.pen.max_new_tokens >= 1, ">= 1"),
+            ("pen.temperature", self.pen.temperature > 0, "> 0"),
+            ("pen.top_p", 0 < self.pen.top_p <= 1, "in (0, 1]"),
+            ("pen.lora_rank", self.pen.lora_rank >= 1, ">= 1"),
+            ("pen.learning_rate", self.pen.learning_rate > 0, "> 0"),
+            ("pen.kl_coef", self.pen.kl_coef >= 0, ">= 0"),
         ]
         for key, ok, allowed in checks:
             if not ok:
@@ -199,6 +259,21 @@ class Config:
             raise ConfigError("train.num_inner_epochs > 1 reuses stale samples and needs train.clip_range (PPO clipping)")
         if "{k}" not in self.prompts.identifier_template:
             raise ConfigError("prompts.identifier_template must contain '{k}'")
+        if self.prompts.identifier_strings and len(self.prompts.identifier_strings) != len(names):
+            raise ConfigError(f"prompts.identifier_strings needs one string per reward ({len(names)}), got {self.prompts.identifier_strings}")
+        try:
+            parse_identifiers(self.eval.identifiers, len(names))
+        except ParrotError as err:
+            raise ConfigError(f"eval.{err}") from None
+        t, pen = self.train, self.pen
+        if not (t.t2i or t.pen):
+            raise ConfigError("train.t2i and train.pen are both false: nothing to train")
+        if t.pen and pen.pretrained is None:
+            raise ConfigError("train.pen=true needs a PEN: set pen.pretrained (or train.pen=false)")
+        if t.mode == "decoupled" and not (t.t2i and t.pen and pen.pretrained):
+            raise ConfigError("train.mode=decoupled trains the T2I model and the PEN separately: it needs train.t2i, train.pen and pen.pretrained")
+        if pen.kl_coef > 0 and pen.trainable != "lora":
+            raise ConfigError("pen.kl_coef > 0 needs pen.trainable=lora (the adapters switched off give the SFT model)")
         return self
 
 

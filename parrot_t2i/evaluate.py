@@ -1,4 +1,9 @@
-"""Generate and score: the before/after summary of a run, and ``parrot generate``.
+"""Parrot at inference (paper §3.4), and scoring: the before/after summary of a run, ``parrot generate``.
+
+A user prompt c becomes images in three steps: the PEN expands it to ĉ, the chosen reward
+identifiers are prefixed (ĉ' = "<reward 1> … <reward K> ĉ"), and the sampler follows
+original-prompt-centred guidance (Eq. 5), which keeps c itself in the denoiser's conditioning.
+Each step can be switched off, which gives the paper's ablations.
 
 Evaluation samples with deterministic DDIM (η = 0) from a fixed seed, so that "before" and
 "after" start from the same noise and differ only by the weights.
@@ -6,7 +11,7 @@ Evaluation samples with deterministic DDIM (η = 0) from a fixed seed, so that "
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from diffusers import DDIMScheduler
@@ -14,14 +19,67 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .diffusion import guided_noise
+from .config import Config
+from .diffusion import guided_noise, original_guided_noise
+from .identifiers import identifier_strings, parse_identifiers
+from .pen import PromptExpander
 from .rewards import Reward
 from .t2i import T2IPolicy
 
 
-def identifier_prefix(num_rewards: int, template: str = "<reward {k}>", chosen: list[int] | None = None) -> str:
-    """"<reward 1> <reward 2> …": the identifiers of ``chosen`` (1-based; default all) rewards."""
-    return " ".join(template.format(k=k) for k in (chosen or range(1, num_rewards + 1)))
+@dataclass
+class Inference:
+    """How a user prompt becomes images; the defaults are the paper's full Parrot inference."""
+
+    expander: PromptExpander | None = None  # the PEN; None: no expansion (ĉ = c)
+    identifiers: list[str] = field(default_factory=list)  # identifier strings prefixed to ĉ, e.g. all K
+    original_guidance: bool = True  # Eq. 5 with w1, w2; False: CFG on ĉ' with guidance_scale
+    w1: float = 5.0
+    w2: float = 5.0
+    guidance_scale: float = 5.0
+    num_inference_steps: int = 20
+    eta: float = 0.0
+    seed: int = 0
+    temperature: float = 1.0  # PEN sampling
+    top_p: float = 1.0
+    max_new_tokens: int = 32
+
+
+def inference_from_config(config: Config, expander: PromptExpander | None) -> Inference:
+    """The inference a run's ``eval`` settings describe (identifiers only if training used them)."""
+    k = len(config.rewards)
+    chosen = parse_identifiers(config.eval.identifiers, k) if config.prompts.identifiers else []
+    strings = identifier_strings(k, config.prompts.identifier_template, config.prompts.identifier_strings)
+    pen, ev = config.pen, config.eval
+    return Inference(
+        expander=expander if ev.expand else None,
+        identifiers=[strings[i - 1] for i in chosen],
+        original_guidance=ev.original_prompt_guidance,
+        w1=ev.w1,
+        w2=ev.w2,
+        guidance_scale=config.sample.guidance_scale,
+        num_inference_steps=config.sample.num_inference_steps,
+        seed=ev.seed,
+        temperature=pen.temperature,
+        top_p=pen.top_p,
+        max_new_tokens=pen.max_new_tokens,
+    )
+
+
+def conditioned_prompts(policy: T2IPolicy, prompts: list[str], inference: Inference) -> tuple[list[str], list[str]]:
+    """(expansions ĉ, texts ĉ' = identifiers + ĉ the T2I model is conditioned on), one per prompt.
+
+    Expansions are sampled with the inference seed and shortened so that ĉ' never exceeds the
+    T2I text encoder's limit.
+    """
+    prefix = " ".join(inference.identifiers)
+    with_prefix = lambda text: f"{prefix} {text}" if prefix else text
+    if inference.expander is None:
+        return list(prompts), [with_prefix(p) for p in prompts]
+    pen = inference.expander
+    sampled = pen.sample(prompts, max_new_tokens=inference.max_new_tokens, temperature=inference.temperature, top_p=inference.top_p, seed=inference.seed)
+    expansions = pen.fit_to(sampled, lambda row, text: policy.fits(with_prefix(text))).texts
+    return expansions, [with_prefix(e) for e in expansions]
 
 
 @torch.no_grad()
@@ -29,16 +87,21 @@ def generate(
     policy: T2IPolicy,
     prompts: list[str],
     *,
+    originals: list[str] | None = None,
     seed: int = 0,
     num_inference_steps: int = 20,
     guidance_scale: float = 5.0,
+    w1: float = 5.0,
+    w2: float = 5.0,
     eta: float = 0.0,
     batch_size: int = 64,
     desc: str | None = None,
 ) -> Tensor:
     """Images (B, 3, H, W) in [0, 1], one per prompt (repeat a prompt for several).
 
-    With ``desc``, a progress bar counts the UNet calls.
+    Plain classifier-free guidance on ``prompts`` with ``guidance_scale``; or, given
+    ``originals`` (the user prompts c, one per row), original-prompt-centred guidance (Eq. 5)
+    with ``prompts`` as ĉ and weights w1, w2. With ``desc``, a progress bar counts the UNet calls.
     """
     device = policy.unet.device
     scheduler = DDIMScheduler.from_config(policy.scheduler.config)  # a copy: training keeps its own timesteps
@@ -50,9 +113,14 @@ def generate(
     with tqdm(total=len(chunks) * len(scheduler.timesteps), desc=desc, unit="step", disable=desc is None, leave=False) as bar:
         for start in chunks:
             cond = policy.encode(prompts[start : start + batch_size])
+            orig = policy.encode(originals[start : start + batch_size]) if originals is not None else None
             x = randn_tensor((len(cond), *policy.latent_shape()), generator=generator, device=device) * scheduler.init_noise_sigma
             for t in scheduler.timesteps:
-                eps = guided_noise(policy.unet, scheduler.scale_model_input(x, t), t.reshape(1), cond, uncond.expand(len(cond)), guidance_scale)
+                x_in, empty = scheduler.scale_model_input(x, t), uncond.expand(len(cond))
+                if orig is None:
+                    eps = guided_noise(policy.unet, x_in, t.reshape(1), cond, empty, guidance_scale)
+                else:
+                    eps = original_guided_noise(policy.unet, x_in, t.reshape(1), orig, cond, empty, w1, w2)
                 x = scheduler.step(eps, t, x, eta=eta, generator=generator).prev_sample
                 bar.update()
             images.append(policy.decode(x))
@@ -65,12 +133,32 @@ def score(rewards: list[Reward], images: Tensor, prompts: list[str]) -> Tensor:
     return torch.stack([reward(images, prompts).float().cpu() for reward in rewards], 1)
 
 
+def infer(policy: T2IPolicy, prompts: list[str], inference: Inference, *, batch_size: int = 64, desc: str | None = None) -> tuple[Tensor, list[str]]:
+    """Parrot inference for each prompt: (images (B, 3, H, W), expansions ĉ)."""
+    expansions, conditioned = conditioned_prompts(policy, prompts, inference)
+    images = generate(
+        policy,
+        conditioned,
+        originals=prompts if inference.original_guidance else None,
+        seed=inference.seed,
+        num_inference_steps=inference.num_inference_steps,
+        guidance_scale=inference.guidance_scale,
+        w1=inference.w1,
+        w2=inference.w2,
+        eta=inference.eta,
+        batch_size=batch_size,
+        desc=desc,
+    )
+    return images, expansions
+
+
 @dataclass
 class Evaluation:
     prompts: list[str]  # (B,) original prompts, each repeated images_per_prompt times
     images: Tensor  # (B, 3, H, W)
     scores: Tensor  # (B, K)
     reward_names: list[str]
+    expansions: list[str]  # (B,) what the PEN made of each prompt (the prompt itself without a PEN)
 
     def means(self) -> dict[str, float]:
         means = {name: float(self.scores[:, k].mean()) for k, name in enumerate(self.reward_names)}
@@ -85,19 +173,15 @@ def evaluate(
     prompts: list[str],
     *,
     images_per_prompt: int,
-    prefix: str = "",
-    seed: int = 0,
-    num_inference_steps: int = 20,
-    guidance_scale: float = 5.0,
+    inference: Inference,
     batch_size: int = 64,
     desc: str | None = None,
 ) -> Evaluation:
-    """Draw ``images_per_prompt`` images per prompt (conditioned on ``prefix + prompt``) and score
-    them against the original prompts."""
+    """Draw ``images_per_prompt`` images per prompt with ``inference`` and score them against the
+    original prompts (alignment to what the user asked for, as the paper evaluates)."""
     originals = [p for p in prompts for _ in range(images_per_prompt)]
-    conditioned = [f"{prefix} {p}" if prefix else p for p in originals]
-    images = generate(policy, conditioned, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, batch_size=batch_size, desc=desc)
-    return Evaluation(originals, images, score(rewards, images, originals), reward_names)
+    images, expansions = infer(policy, originals, inference, batch_size=batch_size, desc=desc)
+    return Evaluation(originals, images, score(rewards, images, originals), reward_names, expansions)
 
 
 def comparison_table(before: dict[str, float], after: dict[str, float]) -> str:

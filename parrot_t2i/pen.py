@@ -11,13 +11,16 @@ it is not part of the log-probability.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch import Tensor
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .errors import missing_weights_error
+from .errors import ParrotError, missing_weights_error
 
 # How each kind of PEN is prompted; "{prompt}" is the user's prompt.
 TEMPLATES = {
@@ -25,6 +28,10 @@ TEMPLATES = {
     "promptist": "{prompt} Rephrase:",  # microsoft/Promptist
     "instruction": "Input: {prompt}. This is a text input for image generation. Expand prompt for improving image quality. Output: ",  # the paper's
 }
+# Written beside a PEN by `parrot sft-pen` (and the mini PEN): the template it was trained with.
+TEMPLATE_FILE = "parrot_pen.json"
+# What `save_trainable` writes for a fully fine-tuned PEN (LoRA goes to peft's adapter files).
+FULL_WEIGHTS = "model.safetensors"
 
 
 @dataclass
@@ -38,11 +45,16 @@ class Expansions:
     mask: Tensor  # (B, Le) 1 on sampled tokens, 0 on padding after the end
     log_probs: Tensor  # (B, Le) per-token log p_φ at sampling time, 0 where mask is 0
 
+    def __getitem__(self, rows: Tensor) -> Expansions:
+        """The expansions of ``rows`` (a long index tensor), e.g. the Pareto set for the update."""
+        index = rows.tolist()
+        return Expansions([self.texts[i] for i in index], self.prompt_ids[rows], self.prompt_mask[rows], self.ids[rows], self.mask[rows], self.log_probs[rows])
+
 
 class PromptExpander:
     def __init__(self, model, tokenizer, template: str):
         if "{prompt}" not in template:
-            raise ValueError(f"PEN template must contain '{{prompt}}': {template!r}")
+            raise ParrotError(f"PEN template must contain '{{prompt}}': {template!r}")
         self.model, self.tokenizer, self.template = model, tokenizer, template
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -50,21 +62,70 @@ class PromptExpander:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = "builtin:mini", template: str | None = None) -> PromptExpander:
-        """A hub id or local folder; ``builtin:mini`` is the shipped mini-world PEN. ``template``
-        is a key of ``TEMPLATES`` or a format string (default: "mini" for the mini PEN, else
-        "instruction")."""
-        source = name_or_path
-        if name_or_path == "builtin:mini":
-            from .mini import weights_path
+        """A hub id or local folder; ``builtin:mini`` is the shipped mini-world PEN.
 
-            source, template = str(weights_path("pen")), template or "mini"
+        ``template`` is a key of ``TEMPLATES`` or a format string. By default it is the one saved
+        beside the model (``parrot_pen.json``, written by ``parrot sft-pen``), else "instruction",
+        the paper's.
+        """
+        source = resolve_pen(name_or_path)
         try:
             model = AutoModelForCausalLM.from_pretrained(source)
             tokenizer = AutoTokenizer.from_pretrained(source)
         except OSError as err:
             raise missing_weights_error(name_or_path, err) from None
+        saved = Path(source) / TEMPLATE_FILE
+        if template is None and saved.is_file():
+            template = json.loads(saved.read_text())["template"]
         template = TEMPLATES.get(template or "instruction", template)
-        return cls(model.eval(), tokenizer, template)
+        return cls(model.eval().requires_grad_(False), tokenizer, template)
+
+    # ------------------------------------------------------------------ trainable parameters
+
+    def set_trainable(self, mode: str, lora_rank: int = 8, lora_alpha: float | None = None) -> list[torch.nn.Parameter]:
+        """Unfreeze what RL trains and return it: peft LoRA adapters on every linear layer (the
+        paper's choice) or the full model. With LoRA the SFT model stays available by disabling
+        the adapters, which is what the KL term compares against."""
+        self.model.requires_grad_(False)
+        if mode == "lora":
+            from peft import LoraConfig, get_peft_model
+            from transformers.pytorch_utils import Conv1D
+
+            conv1d = any(isinstance(m, Conv1D) for m in self.model.modules())  # GPT-2 stores linear layers transposed
+            config = LoraConfig(r=lora_rank, lora_alpha=lora_alpha or lora_rank, target_modules="all-linear", lora_dropout=0.0, fan_in_fan_out=conv1d, task_type="CAUSAL_LM")
+            self.model = get_peft_model(self.model, config)
+        elif mode == "full":
+            self.model.requires_grad_(True)
+        else:
+            raise ValueError(f"unknown PEN trainable set {mode!r}")
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def save_trainable(self, directory: str | Path, mode: str) -> None:
+        """LoRA: peft's adapter files (``adapter_model.safetensors``); full: the model's weights."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if mode == "lora":
+            self.model.save_pretrained(directory)
+        else:
+            from safetensors.torch import save_model
+
+            save_model(self.model, str(directory / FULL_WEIGHTS))
+
+    def load_trainable(self, directory: str | Path, mode: str) -> None:
+        """Load what :meth:`save_trainable` wrote onto this (SFT) PEN."""
+        directory = Path(directory)
+        try:
+            if mode == "lora":
+                from peft import PeftModel
+
+                self.model = PeftModel.from_pretrained(self.model, str(directory))
+            else:
+                from safetensors.torch import load_model
+
+                load_model(self.model, str(directory / FULL_WEIGHTS))
+        except (OSError, RuntimeError, ValueError) as err:
+            raise ParrotError(f"{directory}: cannot load the trained PEN ({str(err).splitlines()[0]})") from None
+        self.model.requires_grad_(False).eval()
 
     def _prompts(self, prompts: list[str]):
         texts = [self.template.format(prompt=p) for p in prompts]
@@ -95,16 +156,58 @@ class PromptExpander:
         texts = [t.strip() for t in self.tokenizer.batch_decode(ids * mask + self.tokenizer.pad_token_id * (1 - mask), skip_special_tokens=True)]
         return Expansions(texts, encoded.input_ids, encoded.attention_mask, ids, mask, log_probs * mask)
 
+    def fit_to(self, expansions: Expansions, fits: Callable[[int, str], bool]) -> Expansions:
+        """Shorten each expansion to its longest token prefix whose text ``fits(row, text)``.
+
+        The caller says what fits (e.g. "the T2I text encoder takes identifier + expansion
+        whole"). Dropped tokens leave the mask, so the PEN is credited only for the tokens the
+        T2I model saw.
+        """
+        mask, texts = expansions.mask.clone(), list(expansions.texts)
+        for row, text in enumerate(texts):
+            length = int(mask[row].sum())
+            while length > 0 and not fits(row, text):
+                length -= 1
+                text = self.tokenizer.decode(expansions.ids[row, :length], skip_special_tokens=True).strip()
+            mask[row, length:] = 0
+            texts[row] = text
+        return replace(expansions, texts=texts, mask=mask, log_probs=expansions.log_probs * mask)
+
     def token_log_probs(self, expansions: Expansions, temperature: float = 1.0) -> Tensor:
         """(B, Le) log p_φ of each sampled token, recomputed with gradients; 0 where mask is 0."""
+        log_probs = self.token_distributions(expansions, temperature).gather(-1, expansions.ids[..., None]).squeeze(-1)
+        return log_probs * expansions.mask
+
+    def token_distributions(self, expansions: Expansions, temperature: float = 1.0) -> Tensor:
+        """(B, Le, V) log p_φ(· | c, ĉ_<j) at every expansion position, with gradients."""
         ids = torch.cat([expansions.prompt_ids, expansions.ids], 1)
         attention = torch.cat([expansions.prompt_mask, expansions.mask], 1)
         positions = (attention.cumsum(1) - 1).clamp(min=0)  # as generate() numbers left-padded rows
         logits = self.model(input_ids=ids, attention_mask=attention, position_ids=positions).logits.float() / temperature
         start = expansions.prompt_ids.shape[1]
-        predicted = logits[:, start - 1 : -1]  # the logits that chose each expansion token
-        log_probs = predicted.log_softmax(-1).gather(-1, expansions.ids[..., None]).squeeze(-1)
-        return log_probs * expansions.mask
+        return logits[:, start - 1 : -1].log_softmax(-1)  # the logits that chose each expansion token
+
+    def kl_to_sft(self, expansions: Expansions, log_probs: Tensor, temperature: float = 1.0) -> Tensor:
+        """(B,) Σ_j KL(p_φ(·|ĉ_<j) ‖ p_SFT(·|ĉ_<j)) over each expansion's positions, exact over the
+        vocabulary. ``log_probs`` are :meth:`token_distributions` under the current weights; the
+        SFT model is this one with its LoRA adapters switched off."""
+        from peft import PeftModel
+
+        if not isinstance(self.model, PeftModel):
+            raise ParrotError("the KL term to the SFT PEN needs pen.trainable=lora (the adapters off give the SFT model)")
+        with torch.no_grad(), self.model.disable_adapter():
+            reference = self.token_distributions(expansions, temperature)
+        kl = (log_probs.exp() * (log_probs - reference)).sum(-1)  # (B, Le)
+        return (kl * expansions.mask).sum(1)
+
+
+def resolve_pen(name_or_path: str) -> str:
+    """``builtin:mini`` is the shipped mini PEN; hub ids and paths pass through."""
+    if name_or_path == "builtin:mini":
+        from .mini import weights_path
+
+        return str(weights_path("pen"))
+    return name_or_path
 
 
 def _until_eos(ids: Tensor, eos_token_id: int) -> Tensor:

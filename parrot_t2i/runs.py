@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from .config import Config, ConfigError, load_config
 from .errors import ParrotError
-from .t2i import T2IPolicy
+from .pen import PromptExpander
+from .t2i import TRAINABLE_FILE, T2IPolicy
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -16,20 +17,31 @@ def last_checkpoint(run_dir: Path) -> Path:
     return checkpoints[-1]
 
 
-def load_policy(run: str | None, model: str) -> tuple[T2IPolicy, str]:
-    """The policy of a run folder (base model + its last checkpoint), or of a model; and a label."""
-    if run is None:
-        return T2IPolicy.from_pretrained(model), model
+def open_run(run: str | Path) -> tuple[Config, Path]:
+    """A run folder's resolved config and its last checkpoint."""
     run_dir = Path(run)
     if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"--run {run!r} is not a run folder (no config.yaml in it)")
-    config = load_config(run_dir / "config.yaml")
-    checkpoint = last_checkpoint(run_dir)
+        raise ConfigError(f"--run {str(run)!r} is not a run folder (no config.yaml in it)")
+    return load_config(run_dir / "config.yaml"), last_checkpoint(run_dir)
+
+
+def run_policy(config: Config, checkpoint: Path) -> T2IPolicy:
+    """The run's base T2I model with the checkpoint's trained weights (if it trained the T2I model)."""
     policy = T2IPolicy.from_pretrained(config.model.pretrained)
-    if config.model.trainable == "lora":
+    if config.model.trainable == "lora" and (checkpoint / "pytorch_lora_weights.safetensors").is_file():
         policy.set_trainable("lora", config.model.lora_rank, config.model.lora_alpha)
         policy.load_lora(checkpoint)
-    else:
+    elif (checkpoint / TRAINABLE_FILE).is_file():
         policy.load_trainable(checkpoint)
     policy.unet.requires_grad_(False).eval()
-    return policy, str(checkpoint)
+    return policy
+
+
+def run_expander(config: Config, checkpoint: Path) -> PromptExpander | None:
+    """The run's PEN with the checkpoint's trained weights (if it trained the PEN); None without one."""
+    if not config.pen.pretrained:
+        return None
+    expander = PromptExpander.from_pretrained(config.pen.pretrained, config.pen.template)
+    if (checkpoint / "pen").is_dir():
+        expander.load_trainable(checkpoint / "pen", config.pen.trainable)
+    return expander

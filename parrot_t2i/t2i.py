@@ -97,6 +97,10 @@ class T2IPolicy:
 
     # ------------------------------------------------------------------ text and pixels
 
+    def fits(self, text: str) -> bool:
+        """Whether the text encoder takes ``text`` whole (special tokens included)."""
+        return len(self.tokenizer(text).input_ids) <= self.tokenizer.model_max_length
+
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> Conditioning:
         """CLIP text embeddings (last hidden state), truncated to the encoder's limit with a warning."""

@@ -1,7 +1,7 @@
-"""The Parrot RL loop (paper Algorithm 1, batched): sample → score → select → update → log.
+"""The Parrot RL loop (paper Algorithm 1, batched): expand → sample → score → select → update → log.
 
 ``train_iteration`` is the whole algorithm, read top to bottom; ``train`` wraps it with accelerate,
-the run folder, progress and checkpoints.
+the run folder, progress, checkpoints and the decoupled ablation's two phases.
 """
 
 from __future__ import annotations
@@ -25,9 +25,16 @@ from tqdm.auto import tqdm
 from .config import Config, ConfigError, save_config
 from .diffusion import Conditioning, Trajectory, sample_trajectory, step_log_prob
 from .errors import ParrotError
-from .evaluate import Evaluation, comparison_table, evaluate, identifier_prefix
+from .evaluate import Evaluation, comparison_table, evaluate, inference_from_config
+from .identifiers import identifier_strings
 from .images import save_grid
-from .objectives import Objective, Selection, policy_gradient_loss
+from .objectives import (
+    Objective,
+    Selection,
+    pen_policy_gradient_loss,
+    policy_gradient_loss,
+)
+from .pen import Expansions, PromptExpander
 from .prompts import read_prompt_file
 from .rewards import Reward, build_reward
 from .t2i import T2IPolicy
@@ -43,26 +50,27 @@ class PromptBatch:
     """The B = prompts × N samples of one iteration, in sampling order."""
 
     originals: list[str]  # (B,) the user prompt c, what rewards score against
-    conditioned: list[str]  # (B,) c_k = "<reward k> " + c, what the T2I model sees
     groups: Tensor  # (B,) long: prompt id, the Pareto selection group
-    reward_index: Tensor  # (B,) long: k, whose identifier conditioned the sample
+    reward_index: Tensor  # (B,) long: k, the reward sample i is credited with (its identifier)
+    expansions: list[str]  # (B,) ĉ, the PEN's expansion of c (c itself without a PEN)
+    conditioned: list[str]  # (B,) c_k = identifier_k + " " + ĉ, what the T2I model sees
+    pen_samples: Expansions | None = None  # ĉ's tokens and log-probs, for the PEN update
 
 
-def expand_prompts(prompts: list[str], num_rewards: int, images_per_prompt: int, identifier_template: str | None) -> PromptBatch:
-    """N samples per prompt, assigned round-robin to the K rewards (sample j of a prompt gets k = j mod K).
+def assign_rewards(prompts: list[str], num_rewards: int, images_per_prompt: int) -> tuple[list[str], Tensor, Tensor]:
+    """N samples per prompt, credited round-robin to the K rewards (sample j of a prompt gets
+    k = j mod K): returns (originals, groups, reward_index), each of length prompts × N."""
+    originals = [p for p in prompts for _ in range(images_per_prompt)]
+    groups = torch.arange(len(prompts)).repeat_interleave(images_per_prompt)
+    reward_index = torch.arange(images_per_prompt).remainder(num_rewards).repeat(len(prompts))
+    return originals, groups, reward_index
 
-    With ``identifier_template`` (e.g. "<reward {k}>") each sample's prompt is prefixed with its
-    reward's identifier (paper §3.3); without it, all samples of a prompt share the plain prompt.
-    """
-    originals, conditioned, groups, index = [], [], [], []
-    for g, prompt in enumerate(prompts):
-        for j in range(images_per_prompt):
-            k = j % num_rewards
-            originals.append(prompt)
-            conditioned.append(f"{identifier_template.format(k=k + 1)} {prompt}" if identifier_template else prompt)
-            groups.append(g)
-            index.append(k)
-    return PromptBatch(originals, conditioned, torch.tensor(groups), torch.tensor(index))
+
+def condition(texts: list[str], reward_index: Tensor, identifiers: list[str] | None) -> list[str]:
+    """identifier_{k_i} + " " + text_i (paper §3.3); the texts unchanged without identifiers."""
+    if identifiers is None:
+        return list(texts)
+    return [f"{identifiers[k]} {text}" for k, text in zip(reward_index.tolist(), texts)]
 
 
 def load_prompts(config: Config) -> list[str]:
@@ -86,8 +94,12 @@ class Run:
     accelerator: Accelerator
     policy: T2IPolicy
     unet: torch.nn.Module  # policy.unet as prepared by accelerate (DDP-wrapped when distributed)
-    params: list[torch.nn.Parameter]
-    optimizer: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]  # the T2I parameters RL trains (empty when train.t2i is false)
+    optimizer: torch.optim.Optimizer | None
+    expander: PromptExpander | None  # the PEN; None without prompt expansion
+    pen_params: list[torch.nn.Parameter]  # the PEN parameters RL trains (empty when train.pen is false)
+    pen_optimizer: torch.optim.Optimizer | None
+    identifiers: list[str] | None  # the K identifier strings; None when training uses none
     rewards: list[Reward]
     objective: Objective
     prompts: list[str]
@@ -109,14 +121,21 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     names = [spec.name for spec in config.rewards]
     objective = Objective(config.objective, names)
     prompts = load_prompts(config)
+    t, pen = config.train, config.pen
     policy = T2IPolicy.from_pretrained(config.model.pretrained).to(accelerator.device)
     policy.scheduler.set_timesteps(config.sample.num_inference_steps, device=accelerator.device)
-    params = policy.set_trainable(config.model.trainable, config.model.lora_rank, config.model.lora_alpha)
-    t = config.train
-    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
-    unet, optimizer = accelerator.prepare(policy.unet, optimizer)
+    params = policy.set_trainable(config.model.trainable, config.model.lora_rank, config.model.lora_alpha) if t.t2i else []
+    optimizer = _adamw(params, t.learning_rate, t) if params else None
+    unet, optimizer = accelerator.prepare(policy.unet, optimizer) if optimizer else (accelerator.prepare(policy.unet), None)
+    expander, pen_params, pen_optimizer = None, [], None
+    if pen.pretrained:
+        expander = PromptExpander.from_pretrained(pen.pretrained, pen.template)
+        expander.model.to(accelerator.device)
+        if t.pen:
+            pen_params = expander.set_trainable(pen.trainable, pen.lora_rank, pen.lora_alpha)
+            pen_optimizer = accelerator.prepare(_adamw(pen_params, pen.learning_rate, t))
     noise_generator = torch.Generator(accelerator.device).manual_seed(t.seed * 1009 + accelerator.process_index)
-    logger.info("rewards: %s; trainable parameters: %d", names, sum(p.numel() for p in params))
+    logger.info("rewards: %s; trainable parameters: T2I %d, PEN %d", names, sum(p.numel() for p in params), sum(p.numel() for p in pen_params))
     return Run(
         config=config,
         accelerator=accelerator,
@@ -124,6 +143,10 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
         unet=unet,
         params=params,
         optimizer=optimizer,
+        expander=expander,
+        pen_params=pen_params,
+        pen_optimizer=pen_optimizer,
+        identifiers=identifier_strings(len(names), config.prompts.identifier_template, config.prompts.identifier_strings) if config.prompts.identifiers else None,
         rewards=rewards,
         objective=objective,
         prompts=prompts,
@@ -132,6 +155,10 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
         noise_generator=noise_generator,
         run_dir=run_dir or Path(tempfile.mkdtemp(prefix="parrot-")),
     )
+
+
+def _adamw(params: list[torch.nn.Parameter], lr: float, t) -> torch.optim.AdamW:
+    return torch.optim.AdamW(params, lr=lr, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
 
 
 # ----------------------------------------------------------------------------- one iteration
@@ -146,54 +173,88 @@ class IterationResult:
     stats: dict[str, float]
 
 
-def train_iteration(run: Run) -> IterationResult:
-    """One Parrot iteration. Every step is a plain function call on plain data."""
+def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True) -> IterationResult:
+    """One Parrot iteration. Every step is a plain function call on plain data.
+
+    ``train_t2i`` / ``train_pen`` choose which networks this iteration updates (both, in Parrot);
+    a network the run does not train is never updated.
+    """
     cfg, acc = run.config, run.accelerator
     started = time.perf_counter()
 
-    # 1. Prompts: draw this iteration's prompts, N samples each, with reward identifiers.
+    # 1. Prompts: draw this iteration's prompts, N samples each, each credited to one reward.
     chosen = torch.randint(len(run.prompts), (cfg.sample.prompts_per_iteration,), generator=run.generator)
-    template = cfg.prompts.identifier_template if cfg.prompts.identifiers else None
-    batch = expand_prompts([run.prompts[i] for i in chosen], len(run.rewards), cfg.sample.images_per_prompt, template)
+    originals, groups, reward_index = assign_rewards([run.prompts[i] for i in chosen], len(run.rewards), cfg.sample.images_per_prompt)
 
-    # 2. Sample: stochastic DDIM trajectories with per-step log-probs, then decode.
+    # 2. Expand: ĉ ~ p_φ(·|c) per sample, then c_k = identifier_k + " " + ĉ.
+    batch = expand_batch(run, originals, groups, reward_index)
+    expanded = time.perf_counter()
+
+    # 3. Sample: stochastic DDIM trajectories with per-step log-probs, then decode.
     cond = run.policy.encode(batch.conditioned)
     trajectory, images = sample_batch(run, cond)
     sampled = time.perf_counter()
 
-    # 3. Score every image with all K rewards, against the original prompt.
+    # 4. Score every image with all K rewards, against the original prompt.
     rewards = torch.stack([reward(images, batch.originals).to(images.device).float() for reward in run.rewards], 1)  # (B, K)
     invalid = int((~torch.isfinite(rewards).all(1)).sum())
     if invalid:
         logger.warning("%d sample(s) had a non-finite reward and were excluded from this update", invalid)
     scored = time.perf_counter()
 
-    # 4. Select: Pareto set and per-sample weights (Eq. 4 or a baseline objective).
+    # 5. Select: Pareto set and per-sample weights (Eq. 4 or a baseline objective).
     selection = run.objective(rewards.cpu(), batch.groups, batch.reward_index)
 
-    # 5. T2I update over the timesteps of the selected samples only.
-    loss, grad_norm = update_t2i(run, trajectory, cond, selection.weights.to(acc.device))
+    # 6. T2I update over the timesteps of the selected samples only.
+    stats: dict[str, float] = {}
+    if train_t2i and run.optimizer is not None:
+        loss, grad_norm = update_t2i(run, trajectory, cond, selection.weights.to(acc.device))
+        stats.update({"loss": loss, "grad_norm": grad_norm, "lr": run.optimizer.param_groups[0]["lr"]})
     updated = time.perf_counter()
 
-    # 6. Statistics for the progress bar, TensorBoard and metrics.jsonl.
-    stats = {
-        "loss": loss,
-        "grad_norm": grad_norm,
-        "lr": run.optimizer.param_groups[0]["lr"],
-        "selected": float(selection.selected.sum()),
-        "selected_fraction": float(selection.selected.float().mean()),
-        "invalid_samples": float(invalid),
-        "time/sample": sampled - started,
-        "time/reward": scored - sampled,
-        "time/update": updated - scored,
-        "time/iteration": updated - started,
-    }
+    # 7. PEN update: REINFORCE on the expansion tokens with the same per-sample weights.
+    if train_pen and run.pen_optimizer is not None and batch.pen_samples is not None:
+        stats.update(update_pen(run, batch.pen_samples, selection.weights.to(acc.device)))
+    pen_updated = time.perf_counter()
+
+    # 8. Statistics for the progress bar, TensorBoard and metrics.jsonl.
+    stats.update(
+        {
+            "selected": float(selection.selected.sum()),
+            "selected_fraction": float(selection.selected.float().mean()),
+            "invalid_samples": float(invalid),
+            "time/expand": expanded - started,
+            "time/sample": sampled - expanded,
+            "time/reward": scored - sampled,
+            "time/update": updated - scored,
+            "time/pen_update": pen_updated - updated,
+            "time/iteration": pen_updated - started,
+        }
+    )
+    if batch.pen_samples is not None:
+        stats["pen/expansion_tokens"] = float(batch.pen_samples.mask.sum(1).float().mean())
     for k, name in enumerate(run.reward_names):
         column = rewards[selection.valid.to(rewards.device), k]
         if len(column):
             for stat, value in [("mean", column.mean()), ("std", column.std(unbiased=False)), ("min", column.min()), ("max", column.max())]:
                 stats[f"reward/{name}/{stat}"] = value.item()
     return IterationResult(batch, images, rewards, selection, stats)
+
+
+def expand_batch(run: Run, originals: list[str], groups: Tensor, reward_index: Tensor) -> PromptBatch:
+    """Each sample's expansion (sampled by the PEN, with token log-probs) and conditioning text.
+
+    Expansions are shortened so that identifier + expansion fits the T2I text encoder: the PEN
+    is only credited for tokens the T2I model saw.
+    """
+    pen_cfg = run.config.pen
+    if run.expander is None:
+        return PromptBatch(originals, groups, reward_index, list(originals), condition(originals, reward_index, run.identifiers))
+    seed = int(torch.randint(2**31 - 1, (1,), generator=run.noise_generator, device=run.noise_generator.device))  # per process
+    sampled = run.expander.sample(originals, max_new_tokens=pen_cfg.max_new_tokens, temperature=pen_cfg.temperature, top_p=pen_cfg.top_p, seed=seed)
+    prefixes = condition([""] * len(originals), reward_index, run.identifiers)
+    samples = run.expander.fit_to(sampled, lambda row, text: run.policy.fits(prefixes[row] + text))
+    return PromptBatch(originals, groups, reward_index, samples.texts, condition(samples.texts, reward_index, run.identifiers), samples)
 
 
 def sample_batch(run: Run, cond: Conditioning) -> tuple[Trajectory, Tensor]:
@@ -258,11 +319,61 @@ def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Te
     return total_loss / cfg.train.num_inner_epochs, grad_norm
 
 
+def update_pen(run: Run, samples: Expansions, weights: Tensor) -> dict[str, float]:
+    """One optimiser step on −Σ_i w_i · log p_φ(ĉ_i | c_i) (+ kl_coef · KL to the SFT PEN).
+
+    Rows with weight 0 are skipped unless the KL term needs them. The PEN stays in eval mode, so
+    dropout does not make the recomputed log-probs differ from the sampled ones.
+    """
+    cfg, acc = run.config, run.accelerator
+    kl_coef, temperature = cfg.pen.kl_coef, cfg.pen.temperature
+    rows = torch.arange(len(weights), device=weights.device) if kl_coef > 0 else weights.nonzero().squeeze(1)
+    if len(rows) == 0:
+        return {"pen/loss": 0.0, "pen/grad_norm": 0.0}
+    total_loss, total_kl = 0.0, 0.0
+    for chunk in rows.split(cfg.train.batch_size):
+        part = samples[chunk.cpu()]
+        distributions = run.expander.token_distributions(part, temperature)
+        token_log_probs = distributions.gather(-1, part.ids[..., None]).squeeze(-1)
+        loss = pen_policy_gradient_loss(token_log_probs, part.mask, weights[chunk])
+        if kl_coef > 0:
+            kl = run.expander.kl_to_sft(part, distributions, temperature).sum() / len(rows)  # mean over the batch
+            loss = loss + kl_coef * kl
+            total_kl += kl.item()
+        acc.backward(loss)
+        total_loss += loss.item()
+    grad_norm = float(acc.clip_grad_norm_(run.pen_params, cfg.train.max_grad_norm))
+    run.pen_optimizer.step()
+    run.pen_optimizer.zero_grad(set_to_none=True)
+    stats = {"pen/loss": total_loss, "pen/grad_norm": grad_norm}
+    if kl_coef > 0:
+        stats["pen/kl"] = total_kl
+    return stats
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
+@dataclass
+class Phase:
+    """A stretch of iterations and which networks it updates."""
+
+    name: str
+    t2i: bool
+    pen: bool
+
+
+def phases(config: Config) -> list[Phase]:
+    """Joint training is one phase; the decoupled ablation trains the T2I model with the SFT PEN
+    first, then the PEN against the base T2I model, each for ``num_iterations``."""
+    t = config.train
+    if t.mode == "decoupled":
+        return [Phase("T2I only", True, False), Phase("PEN only", False, True)]
+    return [Phase("parrot" if t.t2i and t.pen else ("T2I only" if t.t2i else "PEN only"), t.t2i, t.pen)]
+
+
 def train(config: Config) -> Path:
-    """Run ``config.train.num_iterations`` iterations; returns the run folder."""
+    """Run every phase's ``config.train.num_iterations`` iterations; returns the run folder."""
     held_out = read_prompt_file(config.eval.file, "eval.file") if config.eval.file else None
     run_dir = _fresh_run_dir(Path(config.train.output_dir))
     run = setup_run(config, run_dir)
@@ -273,16 +384,29 @@ def train(config: Config) -> Path:
     started = time.perf_counter()
     before = evaluate_run(run, held_out, "before") if held_out and acc.is_main_process else None
     history: list[dict[str, float]] = []
-    total, done = config.train.num_iterations, 0
+    plan = phases(config)
+    total, done = config.train.num_iterations * len(plan), 0
+    base_t2i = _snapshot(run.params) if len(plan) > 1 else None  # decoupled: the PEN phase sees the base model
+    trained_t2i = None
     try:
-        with tqdm(range(1, total + 1), desc="parrot", unit="it", disable=not acc.is_main_process, dynamic_ncols=True) as bar:
-            for iteration in bar:
-                result = train_iteration(run)
-                done = iteration  # the weights now are those of this iteration
-                history.append(result.stats)
-                bar.set_postfix({"|P|": int(result.stats["selected"]), **{n: f"{result.stats.get(f'reward/{n}/mean', float('nan')):.3f}" for n in run.reward_names}})
-                record_iteration(run, result, iteration)
+        with tqdm(total=total, desc="parrot", unit="it", disable=not acc.is_main_process, dynamic_ncols=True) as bar:
+            for phase in plan:
+                if base_t2i is not None and not phase.t2i:
+                    trained_t2i = _snapshot(run.params)
+                    _restore(run.params, base_t2i)
+                bar.set_description(phase.name)
+                for _ in range(config.train.num_iterations):
+                    result = train_iteration(run, phase.t2i, phase.pen)
+                    done += 1  # the weights now are those of this iteration
+                    history.append(result.stats)
+                    bar.update()
+                    bar.set_postfix({"|P|": int(result.stats["selected"]), **{n: f"{result.stats.get(f'reward/{n}/mean', float('nan')):.3f}" for n in run.reward_names}})
+                    record_iteration(run, result, done, total)
+            if trained_t2i is not None:
+                _restore(run.params, trained_t2i)  # decoupled: combine the separately trained networks
     except KeyboardInterrupt:  # keep what was trained so far
+        if trained_t2i is not None:
+            _restore(run.params, trained_t2i)
         if done:
             logger.warning("interrupted: saving the weights of iteration %d to %s", done, run_dir / "checkpoints")
             save_checkpoint(run, done)
@@ -295,21 +419,27 @@ def train(config: Config) -> Path:
     return run_dir
 
 
+def _snapshot(params: list[torch.nn.Parameter]) -> list[Tensor]:
+    return [p.detach().clone() for p in params]
+
+
+def _restore(params: list[torch.nn.Parameter], values: list[Tensor]) -> None:
+    with torch.no_grad():
+        for p, v in zip(params, values):
+            p.copy_(v)
+
+
 def evaluate_run(run: Run, prompts: list[str], tag: str) -> Evaluation:
-    """Score the current weights on held-out prompts from fixed noise; save a grid ``samples/{tag}.png``."""
+    """Score the current weights on held-out prompts with Parrot's inference (the ``eval`` settings)
+    from fixed noise; save a grid ``samples/{tag}.png``."""
     cfg = run.config
-    identifiers = cfg.eval.identifiers and cfg.prompts.identifiers
-    prefix = identifier_prefix(len(run.rewards), cfg.prompts.identifier_template) if identifiers else ""
     result = evaluate(
         run.policy,
         run.rewards,
         run.reward_names,
         prompts,
         images_per_prompt=cfg.eval.images_per_prompt,
-        prefix=prefix,
-        seed=cfg.eval.seed,
-        num_inference_steps=cfg.sample.num_inference_steps,
-        guidance_scale=cfg.sample.guidance_scale,
+        inference=inference_from_config(cfg, run.expander),
         batch_size=cfg.sample.batch_size,
         desc=f"held-out prompts, {tag} training",
     )
@@ -318,16 +448,16 @@ def evaluate_run(run: Run, prompts: list[str], tag: str) -> Evaluation:
     return result
 
 
-def record_iteration(run: Run, result: IterationResult, iteration: int) -> None:
+def record_iteration(run: Run, result: IterationResult, iteration: int, total: int) -> None:
     """After an iteration: TensorBoard scalars, metrics.jsonl, image grids and periodic checkpoints."""
     cfg, acc = run.config.train, run.accelerator
     acc.log(result.stats, step=iteration)
     if acc.is_main_process:
         with open(run.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"iteration": iteration, **result.stats}) + "\n")
-        if iteration in (1, cfg.num_iterations) or (cfg.log_images_every and iteration % cfg.log_images_every == 0):
+        if iteration in (1, total) or (cfg.log_images_every and iteration % cfg.log_images_every == 0):
             log_images(run, result.images, iteration)
-    if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration != cfg.num_iterations:
+    if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration != total:
         save_checkpoint(run, iteration)
 
 
@@ -339,14 +469,19 @@ def log_images(run: Run, images: Tensor, iteration: int, limit: int = 16) -> Non
 
 
 def save_checkpoint(run: Run, iteration: int) -> Path:
-    """Write trainable weights to checkpoints/iter_N atomically (staging folder + rename)."""
+    """Write trainable weights to checkpoints/iter_N atomically (staging folder + rename): the
+    T2I model's at the top (LoRA in the layout ``pipeline.load_lora_weights`` reads), the PEN's
+    in ``pen/``."""
     acc = run.accelerator
     target = run.run_dir / "checkpoints" / f"iter_{iteration:06d}"
     acc.wait_for_everyone()
     if acc.is_main_process:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
-        run.policy.save_trainable(staging, run.config.model.trainable)
+        if run.params:
+            run.policy.save_trainable(staging, run.config.model.trainable)
+        if run.pen_params:
+            run.expander.save_trainable(staging / "pen", run.config.pen.trainable)
         save_config(run.config, staging / "config.yaml")
         if target.exists():
             shutil.rmtree(target)
@@ -368,6 +503,11 @@ def write_summary(run: Run, history: list[dict[str, float]], before: Evaluation 
     if before is not None and after is not None:
         summary.update(eval_prompts=len(set(before.prompts)), eval_images=len(before.prompts), before=before.means(), after=after.means())
         lines += [f"held-out prompts ({len(set(before.prompts))} prompts × {run.config.eval.images_per_prompt} images):", comparison_table(before.means(), after.means())]
+        if run.expander is not None and run.config.eval.expand:
+            step = run.config.eval.images_per_prompt  # the first image of the first four prompts
+            examples = [{"prompt": p, "before": b, "after": a} for p, b, a in zip(before.prompts[::step], before.expansions[::step], after.expansions[::step])][:4]
+            summary["expansions"] = examples
+            lines += ["expansions (before -> after training):"] + [f"  {e['prompt']!r}\n    {e['before']!r}\n -> {e['after']!r}" for e in examples]
     elif len(history) >= 1:
         first, last = history[0], history[-1]
         train_means = {n: (first[f"reward/{n}/mean"], last[f"reward/{n}/mean"]) for n in run.reward_names if f"reward/{n}/mean" in first}

@@ -69,20 +69,83 @@ def test_generate_writes_a_grid_and_its_settings(tmp_path, capsys):
     from PIL import Image
 
     out = tmp_path / "grid.png"
-    assert main(["generate", "a red circle", "--n", "4", "--steps", "4", "--seed", "3", "--out", str(out)]) == 0
+    flags = ["--n", "4", "--steps", "4", "--seed", "3", "--rewards", "mini_alignment,mini_sentiment", "--identifiers", "2", "--out", str(out)]
+    assert main(["generate", "a red circle", *flags]) == 0
     assert Image.open(out).size == (280, 280)  # 2×2 tiles of 32 px + 2 px padding = 70 px, upscaled ×4
-    settings = json.loads(out.with_suffix(".json").read_text())
-    assert settings == {"prompt": "a red circle", "model": "builtin:mini", "n": 4, "seed": 3, "num_inference_steps": 4, "guidance_scale": 5.0, "eta": 0.0}
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert {k: record[k] for k in ("prompt", "model", "expanded", "identifiers", "seed", "num_inference_steps", "eta")} == {
+        "prompt": "a red circle", "model": "builtin:mini", "expanded": True, "identifiers": ["<reward 2>"], "seed": 3, "num_inference_steps": 4, "eta": 0.0,
+    }
+    assert record["guidance"] == {"mode": "original-prompt-centred (Eq. 5)", "w1": 5.0, "w2": 5.0}
+    assert len(record["images"]) == 4
+    for image in record["images"]:
+        assert "red circle" in image["expansion"] and len(image["expansion"].split()) > 8  # the mini PEN's full captions
+        assert set(image["rewards"]) == {"mini_alignment", "mini_sentiment"} and all(0 <= v <= 1 for v in image["rewards"].values())
+    assert "mean rewards: mini_alignment" in capsys.readouterr().out
     first = Image.open(out).tobytes()
-    assert main(["generate", "a red circle", "--n", "4", "--steps", "4", "--seed", "3", "--out", str(out)]) == 0
+    assert main(["generate", "a red circle", *flags]) == 0
     assert Image.open(out).tobytes() == first  # seeded
+
+    assert main(["generate", "a red circle", "--n", "2", "--steps", "4", "--no-expand", "--no-original-guidance", "--guidance-scale", "3", "--out", str(out)]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["expanded"] is False and record["guidance"] == {"mode": "classifier-free", "scale": 3.0} and record["identifiers"] == []
+    assert [image["expansion"] for image in record["images"]] == ["a red circle"] * 2 and "rewards" not in record["images"][0]
 
 
 def test_generate_bad_input_is_one_line(tmp_path, capsys):
-    assert main(["generate", "a red circle", "--run", str(tmp_path)]) == 2
-    assert "is not a run folder" in capsys.readouterr().err
-    assert main(["generate", "a red circle", "--n", "0"]) == 2
-    assert "--n must be >= 1" in capsys.readouterr().err
+    for argv, message in [
+        (["--run", str(tmp_path)], "is not a run folder"),
+        (["--n", "0"], "--n must be >= 1"),
+        (["--w2", "-1"], "--w2 must be >= 0"),
+        (["--identifiers", "all"], "--identifiers needs to know the rewards"),
+        (["--identifiers", "5", "--rewards", "mini_alignment,mini_sentiment"], "reward numbers 1..2"),
+        (["--rewards", "mini_alignmnt"], "mini_alignmnt"),
+        (["--run", str(tmp_path), "--pen", "builtin:mini"], "--pen goes with --model"),
+    ]:
+        assert main(["generate", "a red circle", "--steps", "2", "--n", "1", "--out", str(tmp_path / "g.png"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_generate_from_a_joint_run_uses_its_trained_pen_and_identifiers(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    assert main(["train", "--config", "tiny", "--set", "train.num_iterations=1", "--set", "sample.num_inference_steps=2", "--set", "eval.file=null", "--output-dir", str(run)]) == 0
+    out = tmp_path / "g.png"
+    assert main(["generate", "a blue square", "--run", str(run), "--n", "2", "--steps", "2", "--out", str(out)]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["model"].endswith("iter_000001") and record["identifiers"] == ["<reward 1>"] and record["expanded"]
+    assert set(record["images"][0]["rewards"]) == {"brightness"}
+
+
+def test_sft_pen_on_jsonl_pairs(tmp_path, capsys):
+    import json
+
+    from parrot_t2i.pen import PromptExpander
+    from parrot_t2i.pen_sft import sft_batch
+
+    pairs = [("a red circle", "a tiny red circle in the middle"), ("a blue square", "a huge blue square at the top")]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "expansion": e}) + "\n" for p, e in pairs))
+
+    def nll(pen):
+        ids, mask, labels = sft_batch(pen, pairs)
+        with torch.no_grad():
+            return pen.model(input_ids=ids, attention_mask=mask, labels=labels).loss.item()
+
+    before = nll(PromptExpander.from_pretrained("builtin:mini"))
+    out = tmp_path / "pen"
+    argv = ["sft-pen", "--data", str(data), "--out", str(out), "--steps", "30", "--batch-size", "4", "--learning-rate", "3e-3", "--work-dir", str(tmp_path / "work")]
+    assert main(argv) == 0
+    tuned = PromptExpander.from_pretrained(str(out))  # the template travels with the model
+    assert tuned.template == PromptExpander.from_pretrained("builtin:mini").template
+    assert nll(tuned) < 0.5 * before, (before, nll(tuned))
+
+    data.write_text('{"prompt": "a red circle"}\n')
+    assert main(argv) == 2
+    assert f'{data}:1: expected a JSON object with "prompt" and "expansion"' in capsys.readouterr().err
+    assert main([*argv[:-4], "--steps", "0"]) == 2 and "--steps must be >= 1" in capsys.readouterr().err
 
 
 def test_mini_training_commands_write_loadable_models_and_resume(tmp_path, capsys):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
+from parrot_t2i.fit import FitConfig, fit, step_generator
 from parrot_t2i.mini import weights_path
-from parrot_t2i.mini.fit import FitConfig, fit, step_generator
 from parrot_t2i.mini.nets import AlignmentModel, AttributeChecker, PreferenceModel
 from parrot_t2i.mini.tokenizer import IDENTIFIERS, build_tokenizer
 from parrot_t2i.mini.train_pen import PEN_TEMPLATE
@@ -245,10 +245,11 @@ def mini_run_config(tmp_path, *overrides):
     )
 
 
-def test_short_seeded_rl_run_on_the_mini_world(tmp_path):
+def test_short_seeded_joint_rl_run_on_the_mini_world(tmp_path):
     import json
 
-    from parrot_t2i.runs import load_policy
+    from parrot_t2i.pen import PromptExpander
+    from parrot_t2i.runs import open_run, run_expander, run_policy
     from parrot_t2i.trainer import train
 
     base = T2IPolicy.from_pretrained("builtin:mini").unet.state_dict()
@@ -263,7 +264,15 @@ def test_short_seeded_rl_run_on_the_mini_world(tmp_path):
     again = train(mini_run_config(tmp_path, "train.num_iterations=1", "eval.file=null"))
     first = json.loads((again / "metrics.jsonl").read_text().splitlines()[0])
     assert all(first[f"reward/{n}/mean"] == metrics[0][f"reward/{n}/mean"] for n in names)
-    # Only the cross-attention layers (the default trainable set) moved.
-    trained = load_policy(str(run_dir), "unused")[0].unet.state_dict()
+    assert all(m["pen/expansion_tokens"] > 10 and "pen/loss" in m and "loss" in m for m in metrics)
+    # Both networks moved: the T2I model's cross-attention layers (the default trainable set) only,
+    # and the PEN's LoRA adapters, which change what it writes for the same seed.
+    config, checkpoint = open_run(run_dir)
+    trained = run_policy(config, checkpoint).unet.state_dict()
     changed = {name for name in base if not torch.equal(base[name], trained[name])}
     assert changed and all(".attn2." in name for name in changed)
+    assert (checkpoint / "pen" / "adapter_model.safetensors").is_file()
+    pen, sft = run_expander(config, checkpoint), PromptExpander.from_pretrained("builtin:mini")
+    prompts = ["a red circle", "a blue square"] * 4
+    original = sft.sample(prompts, seed=3)
+    assert not torch.allclose(pen.token_log_probs(original), sft.token_log_probs(original))

@@ -1,8 +1,11 @@
 """The prompt expansion network: sampling with log-probs and their recomputation."""
 
+import pytest
 import torch
 
+from parrot_t2i.errors import ParrotError
 from parrot_t2i.mini.world import ATTRIBUTES, parse_prompt
+from parrot_t2i.objectives import pen_policy_gradient_loss
 from parrot_t2i.pen import TEMPLATES, PromptExpander
 
 
@@ -25,6 +28,7 @@ def test_mini_pen_samples_faithful_expansions_with_log_probs():
 
 def test_recomputed_log_probs_match_sampling_and_carry_gradients():
     pen = PromptExpander.from_pretrained("builtin:mini")
+    pen.set_trainable("full")
     prompts = ["a red circle", "a green triangle on a white background"]  # different lengths: left padding
     for temperature in (1.0, 0.7):
         out = pen.sample(prompts, seed=1, temperature=temperature, top_p=0.9)
@@ -37,18 +41,70 @@ def test_recomputed_log_probs_match_sampling_and_carry_gradients():
 
 
 def test_pen_loss_arithmetic_and_gradient_sign():
-    from parrot_t2i.objectives import pen_policy_gradient_loss
-
     log_probs = torch.tensor([[-1.0, -2.0, -9.0], [-0.5, -0.5, -0.5]])
     mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
     # −(2·(−1 − 2) + 0·(−1.5)) = 6: padding and zero-weight samples contribute nothing
     assert pen_policy_gradient_loss(log_probs, mask, torch.tensor([2.0, 0.0])).item() == 6.0
 
     pen = PromptExpander.from_pretrained("builtin:mini")
+    optimizer = torch.optim.SGD(pen.set_trainable("full"), lr=0.05)
     out = pen.sample(["a red circle", "a blue square"], seed=2)
-    optimizer = torch.optim.SGD(pen.model.parameters(), lr=0.05)
     before = pen.token_log_probs(out).sum(1).detach()
     pen_policy_gradient_loss(pen.token_log_probs(out), out.mask, torch.tensor([1.0, 0.0])).backward()
     optimizer.step()
     after = pen.token_log_probs(out).sum(1).detach()
     assert after[0] > before[0]  # the positively weighted expansion became more likely
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_trained_pen_saves_and_loads_back(tmp_path, mode):
+    pen = PromptExpander.from_pretrained("builtin:mini")
+    params = pen.set_trainable(mode, lora_rank=4)
+    assert all(p.requires_grad for p in params) and (mode == "full") == (sum(p.numel() for p in params) == sum(p.numel() for p in pen.model.parameters()))
+    out = pen.sample(["a red circle", "a blue square"], seed=4)
+    optimizer = torch.optim.SGD(params, lr=0.5)
+    pen_policy_gradient_loss(pen.token_log_probs(out), out.mask, torch.tensor([1.0, -1.0])).backward()
+    optimizer.step()
+    pen.save_trainable(tmp_path / "pen", mode)
+    loaded = PromptExpander.from_pretrained("builtin:mini")
+    untrained = loaded.token_log_probs(out)
+    loaded.load_trainable(tmp_path / "pen", mode)
+    with torch.no_grad():
+        expected = pen.token_log_probs(out)
+    torch.testing.assert_close(loaded.token_log_probs(out), expected)
+    assert not torch.allclose(untrained, expected)
+
+
+def test_kl_to_the_sft_pen_starts_at_zero_and_grows_with_training():
+    pen = PromptExpander.from_pretrained("builtin:mini")
+    params = pen.set_trainable("lora", lora_rank=4)
+    out = pen.sample(["a red circle", "a purple cross on a beige background"], seed=6)
+    kl = pen.kl_to_sft(out, pen.token_distributions(out))
+    assert kl.shape == (2,) and torch.allclose(kl, torch.zeros(2), atol=1e-6)  # LoRA starts as the identity
+    optimizer = torch.optim.SGD(params, lr=1.0)
+    for _ in range(3):
+        pen_policy_gradient_loss(pen.token_log_probs(out), out.mask, torch.tensor([1.0, 1.0])).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    distributions = pen.token_distributions(out)
+    kl = pen.kl_to_sft(out, distributions)
+    assert (kl > 1e-3).all()
+    kl.sum().backward()  # differentiable, and only through the adapters
+    assert all(p.grad is not None for p in params)
+    full = PromptExpander.from_pretrained("builtin:mini")
+    full.set_trainable("full")
+    with pytest.raises(ParrotError, match="needs pen.trainable=lora"):
+        full.kl_to_sft(out, full.token_distributions(out))
+
+
+def test_sft_batch_labels_only_the_expansion_and_eos():
+    from parrot_t2i.pen_sft import sft_batch
+
+    pen = PromptExpander.from_pretrained("builtin:mini")
+    ids, mask, labels = sft_batch(pen, [("a red circle", "a small red circle"), ("a cross", "a large blue cross at the top")])
+    tok = pen.tokenizer
+    for row, expansion in enumerate(["a small red circle", "a large blue cross at the top"]):
+        target = labels[row][labels[row] != -100].tolist()
+        assert target == tok(expansion, add_special_tokens=False).input_ids + [tok.eos_token_id]
+        n = int(mask[row].sum())
+        assert tok.decode(ids[row, :n]).startswith("<bos>") and (labels[row, n:] == -100).all()

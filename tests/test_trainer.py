@@ -8,7 +8,8 @@ import torch
 from parrot_t2i.config import ConfigError, load_config
 from parrot_t2i.diffusion import sample_trajectory
 from parrot_t2i.trainer import (
-    expand_prompts,
+    assign_rewards,
+    condition,
     load_prompts,
     setup_run,
     train,
@@ -20,13 +21,15 @@ def tiny_config(tmp_path, *overrides):
     return load_config("tiny", [f"train.output_dir={tmp_path / 'run'}", "sample.num_inference_steps=4", *overrides])
 
 
-def test_expand_prompts_round_robin_identifiers():
-    batch = expand_prompts(["a cat", "a dog"], num_rewards=2, images_per_prompt=3, identifier_template="<reward {k}>")
-    assert batch.conditioned == ["<reward 1> a cat", "<reward 2> a cat", "<reward 1> a cat", "<reward 1> a dog", "<reward 2> a dog", "<reward 1> a dog"]
-    assert batch.originals == ["a cat"] * 3 + ["a dog"] * 3
-    assert batch.groups.tolist() == [0, 0, 0, 1, 1, 1] and batch.reward_index.tolist() == [0, 1, 0, 0, 1, 0]
-    plain = expand_prompts(["a cat"], 4, 2, None)
-    assert plain.conditioned == ["a cat", "a cat"] and plain.reward_index.tolist() == [0, 1]
+def test_round_robin_rewards_and_identifier_conditioning():
+    originals, groups, index = assign_rewards(["a cat", "a dog"], num_rewards=2, images_per_prompt=3)
+    assert originals == ["a cat"] * 3 + ["a dog"] * 3
+    assert groups.tolist() == [0, 0, 0, 1, 1, 1] and index.tolist() == [0, 1, 0, 0, 1, 0]
+    expansions = ["a fluffy cat", "a cat, 4k", "a cat", "a dog", "a dog at noon", "a dog"]
+    conditioned = condition(expansions, index, ["<aesthetic>", "<align>"])
+    assert conditioned == ["<aesthetic> a fluffy cat", "<align> a cat, 4k", "<aesthetic> a cat", "<aesthetic> a dog", "<align> a dog at noon", "<aesthetic> a dog"]
+    _, _, index = assign_rewards(["a cat"], 4, 2)
+    assert condition(["a cat", "a cat"], index, None) == ["a cat", "a cat"] and index.tolist() == [0, 1]
 
 
 def test_prompt_files(tmp_path):
@@ -158,3 +161,57 @@ def test_non_finite_rewards_are_excluded_and_the_run_goes_on(tmp_path, monkeypat
     assert result.stats["invalid_samples"] == 8
     assert "8 sample(s) had a non-finite reward" in caplog.text
     assert not result.selection.selected[1::2].any() and result.selection.selected.any()
+
+
+def test_joint_iteration_updates_both_networks_and_pen_only_leaves_the_t2i_model(tmp_path):
+    run = setup_run(tiny_config(tmp_path), tmp_path)
+    assert run.expander is not None and run.pen_params and run.params
+    unet_before, pen_before = snapshot(run.policy.unet), snapshot(run.expander.model)
+    result = train_iteration(run)
+    assert result.batch.pen_samples is not None and result.batch.expansions == result.batch.pen_samples.texts
+    assert all(c == f"<reward 1> {e}" for c, e in zip(result.batch.conditioned, result.batch.expansions))
+    assert any(not torch.equal(p, unet_before[n]) for n, p in run.policy.unet.named_parameters())
+    changed = {n for n, p in run.expander.model.named_parameters() if not torch.equal(p, pen_before[n])}
+    assert changed and all("lora_" in n for n in changed)  # the SFT weights stay frozen
+    assert result.stats["pen/loss"] != 0 and result.stats["pen/grad_norm"] > 0
+
+    run = setup_run(tiny_config(tmp_path, "train.t2i=false"), tmp_path)
+    unet_before, pen_before = snapshot(run.policy.unet), snapshot(run.expander.model)
+    result = train_iteration(run)
+    assert "loss" not in result.stats and all(torch.equal(p, unet_before[n]) for n, p in run.policy.unet.named_parameters())
+    assert any(not torch.equal(p, pen_before[n]) for n, p in run.expander.model.named_parameters())
+
+
+def test_pen_kl_term_is_logged_and_dominated_samples_still_count_for_it(tmp_path):
+    run = setup_run(tiny_config(tmp_path, "pen.kl_coef=0.1"), tmp_path)
+    train_iteration(run)  # moves the adapters away from the SFT model
+    assert train_iteration(run).stats["pen/kl"] > 0
+
+
+def test_without_a_pen_the_t2i_model_sees_the_user_prompt(tmp_path):
+    run = setup_run(tiny_config(tmp_path, "pen.pretrained=null", "train.pen=false"), tmp_path)
+    result = train_iteration(run)
+    assert run.expander is None and result.batch.pen_samples is None and "pen/loss" not in result.stats
+    assert result.batch.conditioned == [f"<reward 1> {p}" for p in result.batch.originals]
+    with pytest.raises(ConfigError, match="train.pen=true needs a PEN"):
+        tiny_config(tmp_path, "pen.pretrained=null")
+
+
+def test_decoupled_mode_combines_a_t2i_only_run_with_a_pen_trained_against_the_base_model(tmp_path):
+    from parrot_t2i.runs import open_run, run_expander, run_policy
+
+    common = ["train.num_iterations=2", "eval.file=null"]
+    decoupled = train(tiny_config(tmp_path, *common, "train.mode=decoupled", "train.output_dir=" + str(tmp_path / "d")))
+    metrics = [json.loads(line) for line in (decoupled / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in metrics] == [1, 2, 3, 4]
+    assert all("loss" in m and "pen/loss" not in m for m in metrics[:2]) and all("pen/loss" in m and "loss" not in m for m in metrics[2:])
+    # Phase 1 is exactly a T2I-only run with the SFT PEN, so the combined T2I weights equal its weights.
+    t2i_only = train(tiny_config(tmp_path, *common, "train.pen=false", "train.output_dir=" + str(tmp_path / "t")))
+    config, checkpoint = open_run(decoupled)
+    combined = run_policy(config, checkpoint).unet.state_dict()
+    reference = run_policy(*open_run(t2i_only)).unet.state_dict()
+    assert all(torch.equal(combined[n], reference[n]) for n in reference)
+    assert not (open_run(t2i_only)[1] / "pen").exists() and (checkpoint / "pen").is_dir()
+    assert run_expander(config, checkpoint) is not None
+    with pytest.raises(ConfigError, match="decoupled trains the T2I model and the PEN separately"):
+        tiny_config(tmp_path, "train.mode=decoupled", "train.t2i=false")

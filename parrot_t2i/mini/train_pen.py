@@ -1,9 +1,9 @@
 """Supervised fine-tuning of the mini prompt expansion network: ``parrot mini train-pen``.
 
 A tiny transformers ``GPT2LMHeadModel`` learns p_φ(ĉ | c) on pairs (short prompt → full caption of
-a scene that fits it) from the grammar. Its expansions keep what the user asked for and fill in
-everything else (size, position, styles), the way Promptist-style models add detail. The loss is
-on the expansion tokens only.
+a scene that fits it) from the grammar, through the same ``sft_pen`` as ``parrot sft-pen``. Its
+expansions keep what the user asked for and fill in everything else (size, position, styles), the
+way Promptist-style models add detail. The loss is on the expansion tokens only.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
 
-from ..pen import TEMPLATES
-from .fit import FitConfig, fit
+from ..pen import TEMPLATES, PromptExpander
+from ..pen_sft import sft_pen
 from .nets import write_model_card
-from .tokenizer import SEPARATOR, build_tokenizer
+from .tokenizer import build_tokenizer
 from .world import caption, random_scene, short_prompt
 
 PEN_TEMPLATE = TEMPLATES["mini"]  # "<bos>{prompt} <sep>": the PEN's input; its continuation is the expansion
@@ -28,6 +28,11 @@ def sft_pair(rng: random.Random) -> tuple[str, str]:
     """(short prompt, full caption): a random scene described both ways."""
     scene = random_scene(rng)
     return short_prompt(scene, with_background=rng.random() < 0.5), caption(scene)
+
+
+def grammar_pairs(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    """The SFT data of the mini PEN: ``n`` fresh pairs (``parrot sft-pen --data builtin:mini``)."""
+    return [sft_pair(rng) for _ in range(n)]
 
 
 def train_pen(out: str | Path, work_dir: str | Path, steps: int = 1500, batch_size: int = 64, seed: int = 4, resume: bool = True) -> Path:
@@ -45,24 +50,10 @@ def train_pen(out: str | Path, work_dir: str | Path, steps: int = 1500, batch_si
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    sep = tokenizer.convert_tokens_to_ids(SEPARATOR)
-
-    def loss_fn(step: int):
-        rng = random.Random(seed * 1_000_003 + step)
-        pairs = [sft_pair(rng) for _ in range(batch_size)]
-        texts = [PEN_TEMPLATE.format(prompt=p) + f" {c}<eos>" for p, c in pairs]
-        tokens = tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
-        ids = tokens.input_ids
-        after_sep = (ids == sep).long().cumsum(1) - (ids == sep).long()  # 1 strictly after <sep>
-        labels = ids.masked_fill((after_sep == 0) | (tokens.attention_mask == 0), -100)
-        loss = model(input_ids=ids, attention_mask=tokens.attention_mask, labels=labels).loss
-        return loss, {}
-
-    fit(model, loss_fn, FitConfig(steps=steps, learning_rate=2e-3, warmup_steps=100, seed=seed), work_dir, desc="mini PEN", resume=resume)
     model.generation_config = GenerationConfig(
         do_sample=True, max_new_tokens=24, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id
     )
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    pen = PromptExpander(model, tokenizer, PEN_TEMPLATE)
+    sft_pen(pen, grammar_pairs, out, work_dir, steps=steps, learning_rate=2e-3, batch_size=batch_size, seed=seed, resume=resume)
     write_model_card(out, "Mini-world prompt expansion network", CARD, "parrot mini train-pen")
     return Path(out)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .fit import FitConfig, fit, step_generator
+from ..fit import FitConfig, fit, step_generator
 from .nets import AlignmentModel, AttributeChecker, PreferenceModel, write_model_card
 from .tokenizer import build_tokenizer
 from .world import ATTRIBUTES, Scene, caption, random_scene, render, training_caption

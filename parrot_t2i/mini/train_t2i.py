@@ -27,8 +27,8 @@ from diffusers import DDIMScheduler, UNet2DConditionModel
 from torch import nn
 from transformers import CLIPTextModel
 
+from ..fit import FitConfig, fit, step_generator
 from ..tiny import save_pixel_pipeline, small_text_encoder
-from .fit import FitConfig, fit, step_generator
 from .nets import write_model_card
 from .tokenizer import build_tokenizer
 from .world import RESOLUTION, random_scene, render, training_caption

@@ -1,4 +1,4 @@
-"""One small, resumable training loop shared by every mini-world model.
+"""One small, resumable training loop shared by the mini-world models and `parrot sft-pen`.
 
 Each model's script supplies ``loss_fn(step)``, which builds its own batch from a generator seeded
 by the step number. A batch therefore depends on the step alone, so a run that is stopped and
