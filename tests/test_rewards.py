@@ -35,7 +35,7 @@ def test_jpeg_rewards_rank_flat_above_noise():
 
 
 def test_unknown_reward_lists_known_names():
-    with pytest.raises(ConfigError, match="unknown reward 'brightnes'; known rewards: brightness, colorfulness"):
+    with pytest.raises(ConfigError, match="unknown reward 'brightnes'; known rewards: brightness, clip_score, clip_sentiment, colorfulness"):
         build_reward("brightnes")
     with pytest.raises(ConfigError, match="bad args"):
         build_reward(RewardSpec("brightness", {"gamma": 2}))

@@ -1,0 +1,209 @@
+"""CLIP-family rewards on real models: CLIP score, PickScore, the LAION aesthetic predictor, and
+CLIP zero-shot sentiment (facts for each in the project's REWARDS notes and docs).
+
+Every reward here
+- loads by hub id or local folder through transformers' own ``from_pretrained``, lazily on its first
+  call and once per (model, dtype, device), so two rewards on the same CLIP share one copy;
+- preprocesses in torch on the images' device with the model's own processor settings (shortest
+  side resized with bicubic antialiasing, centre crop, mean/std), which matches
+  ``CLIPImageProcessor`` to about 1/255 without a round trip through PIL;
+- runs without gradients, in float32, float16 or bfloat16.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import ParrotError, missing_weights_error
+from .base import register_reward
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """A CLIP image processor's geometry and normalisation."""
+
+    size: int  # shortest side after resizing
+    crop: int  # centre crop side
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def clip_preprocess(images: Tensor, p: Preprocess) -> Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, 3, crop, crop), normalised, as ``CLIPImageProcessor`` does it.
+
+    Shortest side to ``p.size`` (the other side truncated with int(), as transformers computes it),
+    bicubic with antialiasing, clamped to [0, 1] (the processor rounds to uint8), centre crop with
+    the top-left offset (H − crop) // 2, then (x − mean) / std.
+    """
+    h, w = images.shape[-2:]
+    new_h, new_w = (p.size, int(p.size * w / h)) if h <= w else (int(p.size * h / w), p.size)
+    x = F.interpolate(images.float(), size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    top, left = (new_h - p.crop) // 2, (new_w - p.crop) // 2
+    x = x[..., top : top + p.crop, left : left + p.crop]
+    mean = torch.tensor(p.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(p.std, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@functools.lru_cache(maxsize=8)
+def load_clip(source: str, processor_source: str | None, dtype: str, device: str):
+    """(CLIPModel, tokenizer, Preprocess), loaded once per arguments."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    try:  # only the settings are read: the PIL-backed class needs no torchvision and says nothing
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    except ImportError:
+        from transformers import CLIPImageProcessor
+
+    if dtype not in DTYPES:
+        raise ParrotError(f"reward dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+    try:
+        model = CLIPModel.from_pretrained(source, torch_dtype=DTYPES[dtype]).to(device).eval().requires_grad_(False)
+        processor_from = processor_source or source
+        tokenizer = AutoTokenizer.from_pretrained(processor_from)
+        processor = CLIPImageProcessor.from_pretrained(processor_from)
+    except OSError as err:
+        raise missing_weights_error(source, err) from None
+    size = processor.size.get("shortest_edge") or min(processor.size.values())
+    crop = processor.crop_size.get("height") or min(processor.crop_size.values())
+    return model, tokenizer, Preprocess(int(size), int(crop), tuple(processor.image_mean), tuple(processor.image_std))
+
+
+class _ClipReward:
+    """Shared plumbing: lazy loading on the images' device, image and text embeddings."""
+
+    def __init__(self, model: str, processor: str | None = None, dtype: str = "float32"):
+        if dtype not in DTYPES:
+            raise ParrotError(f"reward {self.name!r}: dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+        self.source, self.processor_source, self.dtype = model, processor, dtype
+
+    def _load(self, device: torch.device):
+        return load_clip(self.source, self.processor_source, self.dtype, str(device))
+
+    def image_embeds(self, images: Tensor) -> Tensor:
+        """(B, D) L2-normalised projected image embeddings."""
+        model, _, preprocess = self._load(images.device)
+        pixels = clip_preprocess(images, preprocess).to(model.dtype)
+        return F.normalize(model.get_image_features(pixel_values=pixels).pooler_output.float(), dim=-1)
+
+    def text_embeds(self, texts: list[str], device: torch.device) -> Tensor:
+        """(B, D) L2-normalised projected text embeddings; texts padded/truncated to the model's limit."""
+        model, tokenizer, _ = self._load(device)
+        limit = model.config.text_config.max_position_embeddings
+        tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=limit, return_tensors="pt").to(device)
+        return F.normalize(model.get_text_features(**tokens).pooler_output.float(), dim=-1)
+
+
+@register_reward("clip_score")
+class ClipScore(_ClipReward):
+    """Text-image alignment: cosine of CLIP image and *original* prompt embeddings (the paper's: ViT-B/32)."""
+
+    name = "clip_score"
+
+    def __init__(self, model: str = "openai/clip-vit-base-patch32", dtype: str = "float32"):
+        super().__init__(model, None, dtype)
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
+        return (self.image_embeds(images) * self.text_embeds(prompts, images.device)).sum(-1)
+
+
+@register_reward("pickscore")
+class PickScore(_ClipReward):
+    """Human preference: PickScore v1, logit_scale.exp() · cosine (≈ 20–23 for SD images)."""
+
+    name = "pickscore"
+
+    def __init__(self, model: str = "yuvalkirstain/PickScore_v1", processor: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", dtype: str = "float32"):
+        super().__init__(model, processor, dtype)
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
+        model = self._load(images.device)[0]
+        cosine = (self.image_embeds(images) * self.text_embeds(prompts, images.device)).sum(-1)
+        return model.logit_scale.exp().float() * cosine
+
+
+@register_reward("clip_sentiment")
+class ClipSentiment(_ClipReward):
+    """Image sentiment: CLIP zero-shot P(positive), softmax over positive vs negative label texts."""
+
+    name = "clip_sentiment"
+
+    def __init__(
+        self,
+        model: str = "openai/clip-vit-large-patch14",
+        positive: tuple[str, ...] | list[str] = ("a photo that makes people feel happy", "a cheerful, uplifting image", "a positive image"),
+        negative: tuple[str, ...] | list[str] = ("a photo that makes people feel sad", "a gloomy, depressing image", "a negative image"),
+        dtype: str = "float32",
+    ):
+        super().__init__(model, None, dtype)
+        if not positive or not negative:
+            raise ParrotError("reward 'clip_sentiment' needs at least one positive and one negative label text")
+        self.positive, self.negative = list(positive), list(negative)
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
+        model = self._load(images.device)[0]
+        # Each class is the normalised mean of its label embeddings (CLIP's prompt ensembling).
+        classes = torch.stack([F.normalize(self.text_embeds(texts, images.device).mean(0), dim=-1) for texts in (self.negative, self.positive)])
+        logits = model.logit_scale.exp().float() * self.image_embeds(images) @ classes.T  # (B, 2)
+        return logits.softmax(-1)[:, 1]
+
+
+HEAD_HELP = (
+    "download sac+logos+ava1-l14-linearMSE.pth from LAION's improved-aesthetic-predictor repository, convert it once "
+    "with `python scripts/convert_laion_aesthetic.py PTH OUT.safetensors`, and pass args: {head: OUT.safetensors}"
+)
+
+
+class AestheticHead(torch.nn.Module):
+    """LAION aesthetic predictor v2: a linear stack 768→1024→128→64→16→1, no activations upstream."""
+
+    def __init__(self, dim: int = 768):
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(dim, 1024), torch.nn.Dropout(0.2), torch.nn.Linear(1024, 128), torch.nn.Dropout(0.2),
+            torch.nn.Linear(128, 64), torch.nn.Dropout(0.1), torch.nn.Linear(64, 16), torch.nn.Linear(16, 1),
+        )
+
+    def forward(self, embeds: Tensor) -> Tensor:
+        return self.layers(embeds).squeeze(-1)
+
+
+@functools.lru_cache(maxsize=4)
+def load_aesthetic_head(path: str, device: str) -> AestheticHead:
+    from safetensors.torch import load_file
+
+    state = load_file(path)
+    head = AestheticHead(state["layers.0.weight"].shape[1])
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as err:
+        raise ParrotError(f"{path} is not a LAION aesthetic head ({str(err).splitlines()[0]}); {HEAD_HELP}") from None
+    return head.to(device).eval().requires_grad_(False)
+
+
+@register_reward("laion_aesthetic")
+class LaionAesthetic(_ClipReward):
+    """Aesthetics: the LAION aesthetic predictor v2 on L2-normalised CLIP ViT-L/14 image embeddings (~1–10)."""
+
+    name = "laion_aesthetic"
+
+    def __init__(self, head: str | None = None, model: str = "openai/clip-vit-large-patch14", dtype: str = "float32"):
+        super().__init__(model, None, dtype)
+        if head is None or not Path(head).is_file():
+            raise ParrotError(f"reward 'laion_aesthetic' needs its head weights ({'not found: ' + repr(head) if head else 'none given'}): {HEAD_HELP}")
+        self.head = str(head)
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
+        return load_aesthetic_head(self.head, str(images.device))(self.image_embeds(images))

@@ -1,0 +1,122 @@
+"""CLIP-family rewards on tiny random models saved and loaded through the real from_pretrained path."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from parrot_t2i.errors import ParrotError
+from parrot_t2i.rewards import build_reward
+from parrot_t2i.rewards.clip import (
+    AestheticHead,
+    Preprocess,
+    clip_preprocess,
+    load_clip,
+)
+from parrot_t2i.tiny import build_tiny_clip
+
+CLIP_DEFAULT = Preprocess(224, 224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+PROMPTS = ["a red circle", "a photo of a cat", "a city at night"]
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    return str(build_tiny_clip(tmp_path_factory.mktemp("tiny-clip")))
+
+
+def test_preprocessing_by_hand_on_fixed_images():
+    # A constant image stays constant: every pixel is (0.5 − mean) / std, whatever the resize.
+    out = clip_preprocess(torch.full((1, 3, 30, 50), 0.5), CLIP_DEFAULT)
+    assert out.shape == (1, 3, 224, 224)
+    expected = [(0.5 - m) / s for m, s in zip(CLIP_DEFAULT.mean, CLIP_DEFAULT.std)]
+    torch.testing.assert_close(out[0, :, 100, 100], torch.tensor(expected), atol=1e-5, rtol=0)
+    # Geometry: a 40×80 image (H×W) becomes 224×448 and the centre crop keeps columns 112..335, i.e.
+    # source columns 20..60: the black left quarter and the white right quarter fall just outside.
+    image = torch.full((1, 3, 40, 80), 0.5)
+    image[..., :20], image[..., 60:] = 0.0, 1.0
+    out = clip_preprocess(image, CLIP_DEFAULT)
+    grey = clip_preprocess(torch.full((1, 3, 40, 80), 0.5), CLIP_DEFAULT)
+    torch.testing.assert_close(out[..., 12:212], grey[..., 12:212], atol=1e-4, rtol=0)  # the middle is untouched
+    assert (out[..., 0] < grey[..., 0] - 0.1).all() and (out[..., 223] > grey[..., 223] + 0.1).all()  # bicubic bleed at both edges
+
+
+def test_preprocessing_matches_the_transformers_processor():
+    from transformers import CLIPImageProcessorPil
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 37, 61, generator=generator)  # odd sizes exercise int() truncation and crop offsets
+    reference = CLIPImageProcessorPil()(images=[img.permute(1, 2, 0).numpy() for img in images], return_tensors="pt", do_rescale=False).pixel_values
+    ours = clip_preprocess(images, CLIP_DEFAULT)
+    assert ours.shape == reference.shape
+    # PIL rounds to uint8 after resizing: agreement within ~1/255 in pixel units.
+    assert ((ours - reference) * torch.tensor(CLIP_DEFAULT.std).view(1, 3, 1, 1)).abs().mean() < 1 / 255
+
+
+def test_clip_score_and_pickscore_equal_the_models_own_forward(tiny_clip):
+    from transformers import CLIPModel
+
+    images = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(1))
+    model, tokenizer, preprocess = load_clip(tiny_clip, None, "float32", "cpu")
+    assert isinstance(model, CLIPModel) and preprocess.size == preprocess.crop == 32
+    tokens = tokenizer(PROMPTS, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**tokens, pixel_values=clip_preprocess(images, preprocess))
+    cosine = (out.image_embeds * out.text_embeds).sum(-1)
+    clip_score = build_reward({"name": "clip_score", "args": {"model": tiny_clip}})
+    torch.testing.assert_close(clip_score(images, PROMPTS), cosine, atol=1e-5, rtol=0)
+    pickscore = build_reward({"name": "pickscore", "args": {"model": tiny_clip, "processor": tiny_clip}})
+    torch.testing.assert_close(pickscore(images, PROMPTS), out.logits_per_image.diagonal(), atol=1e-4, rtol=0)
+    assert load_clip(tiny_clip, None, "float32", "cpu")[0] is model  # loaded once, shared
+
+
+def test_clip_sentiment_is_a_two_way_softmax_over_label_ensembles(tiny_clip):
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    reward = build_reward({"name": "clip_sentiment", "args": {"model": tiny_clip, "positive": ["happy", "joyful"], "negative": ["sad"]}})
+    p = reward(images, [""] * 4)
+    image = reward.image_embeds(images)
+    positive = F.normalize(reward.text_embeds(["happy", "joyful"], images.device).mean(0), dim=-1)
+    negative = reward.text_embeds(["sad"], images.device)[0]
+    scale = load_clip(tiny_clip, None, "float32", "cpu")[0].logit_scale.exp()
+    expected = torch.sigmoid(scale * (image @ positive - image @ negative))
+    torch.testing.assert_close(p, expected, atol=1e-5, rtol=0)
+    with pytest.raises(ParrotError, match="at least one positive and one negative"):
+        build_reward({"name": "clip_sentiment", "args": {"model": tiny_clip, "negative": []}})
+
+
+def test_laion_aesthetic_head_converts_from_pth_and_scores(tiny_clip, tmp_path, monkeypatch):
+    import sys
+
+    assert sum(p.numel() for p in AestheticHead(768).parameters()) == 927_969  # the upstream head
+    torch.manual_seed(3)
+    pth, out = tmp_path / "head.pth", tmp_path / "head.safetensors"
+    head = AestheticHead(16)  # the tiny CLIP projects to 16 dims
+    torch.save(head.state_dict(), pth)
+    monkeypatch.setattr(sys, "argv", ["convert", str(pth), str(out)])
+    from importlib import import_module
+
+    sys.path.insert(0, "scripts")
+    try:
+        import_module("convert_laion_aesthetic").main()
+    finally:
+        sys.path.remove("scripts")
+    reward = build_reward({"name": "laion_aesthetic", "args": {"head": str(out), "model": tiny_clip}})
+    images = torch.rand(3, 3, 32, 40, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = head.eval()(reward.image_embeds(images))
+    torch.testing.assert_close(reward(images, PROMPTS), expected, atol=1e-5, rtol=0)
+    with pytest.raises(ParrotError, match="needs its head weights.*convert_laion_aesthetic.py"):
+        build_reward("laion_aesthetic")
+
+
+def test_bfloat16_scores_close_to_float32(tiny_clip):
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    full = build_reward({"name": "clip_score", "args": {"model": tiny_clip}})(images, PROMPTS)
+    half = build_reward({"name": "clip_score", "args": {"model": tiny_clip, "dtype": "bfloat16"}})(images, PROMPTS)
+    assert half.dtype == torch.float32 and (half - full).abs().max() < 0.05
+    with pytest.raises(ParrotError, match="dtype must be one of"):
+        build_reward({"name": "clip_score", "args": {"model": tiny_clip, "dtype": "half"}})
+
+
+def test_missing_weights_offline_is_one_clear_paragraph(tmp_path):
+    reward = build_reward({"name": "clip_score", "args": {"model": "openai/clip-vit-base-patch32"}})
+    with pytest.raises(ParrotError, match="could not load model 'openai/clip-vit-base-patch32'.*HF_HUB_OFFLINE"):
+        reward(torch.rand(1, 3, 32, 32), ["a cat"])
