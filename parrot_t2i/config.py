@@ -50,6 +50,10 @@ class ModelConfig:
     # LoRA rank and alpha (alpha defaults to the rank, i.e. scale 1); used when trainable == "lora".
     lora_rank: int = 4
     lora_alpha: float | None = None
+    # Memory knobs for real models: recompute UNet activations in the update's backward pass, and
+    # decode latents one image at a time.
+    gradient_checkpointing: bool = False
+    vae_slicing: bool = False
 
 
 @dataclass

@@ -179,3 +179,27 @@ def build_tiny_clip(path: str | Path, *, seed: int = 0, image_size: int = 32, pr
     tokenizer.save_pretrained(path)
     CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}).save_pretrained(path)
     return path
+
+
+def build_tiny_pen(path: str | Path, *, seed: int = 0, template: str = "promptist") -> Path:
+    """A tiny random GPT-2 causal LM with a byte-level tokenizer (no merges), saved for ``from_pretrained``.
+
+    It stands in for hub PENs such as microsoft/Promptist in tests: same classes, same loading,
+    sampling and LoRA code paths; its text is random bytes.
+    """
+    import json
+
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+
+    from .pen import TEMPLATE_FILE, TEMPLATES
+
+    torch.manual_seed(seed)
+    vocab = {c: i for i, c in enumerate(_bytes_to_unicode())}
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = GPT2Tokenizer(vocab=vocab, merges=[])
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=32, n_layer=2, n_head=4, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    path = Path(path)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / TEMPLATE_FILE).write_text(json.dumps({"template": TEMPLATES.get(template, template)}))
+    return path

@@ -125,6 +125,10 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     policy = T2IPolicy.from_pretrained(config.model.pretrained).to(accelerator.device)
     policy.scheduler.set_timesteps(config.sample.num_inference_steps, device=accelerator.device)
     params = policy.set_trainable(config.model.trainable, config.model.lora_rank, config.model.lora_alpha) if t.t2i else []
+    if config.model.gradient_checkpointing:
+        policy.unet.enable_gradient_checkpointing()
+    if config.model.vae_slicing and policy.vae is not None:
+        policy.vae.enable_slicing()
     optimizer = _adamw(params, t.learning_rate, t) if params else None
     unet, optimizer = accelerator.prepare(policy.unet, optimizer) if optimizer else (accelerator.prepare(policy.unet), None)
     expander, pen_params, pen_optimizer = None, [], None

@@ -19,6 +19,10 @@ def _isolated(tmp_path_factory, monkeypatch):
     """Every test: fixed seed, and a private cache so built-in models are built from scratch."""
     torch.manual_seed(0)
     monkeypatch.setenv("PARROT_CACHE", str(tmp_path_factory.getbasetemp() / "parrot-cache"))
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # a process keeps one mixed-precision setting; tests use several
 
 
 @pytest.fixture(scope="session")
