@@ -107,7 +107,7 @@ def generate(
     scheduler = DDIMScheduler.from_config(policy.scheduler.config)  # a copy: training keeps its own timesteps
     scheduler.set_timesteps(num_inference_steps, device=device)
     generator = torch.Generator(device).manual_seed(seed)
-    uncond = policy.encode([""])
+    uncond = policy.encode_negative()
     images = []
     chunks = range(0, len(prompts), batch_size)
     with tqdm(total=len(chunks) * len(scheduler.timesteps), desc=desc, unit="step", disable=desc is None, leave=False) as bar:

@@ -4,6 +4,11 @@ Components are loaded one by one through their own ``from_pretrained`` (so a fol
 VAE, like the pixel-space mini world, loads through the same path as SD 1.5), and the scheduler is
 always DDIM, built from the model's own scheduler config (Parrot samples with stochastic DDIM).
 Only the UNet is trained; the paper trains its cross-attention layers.
+
+SDXL folders (a second, projecting text encoder) are recognised: prompts are encoded as SDXL does
+(penultimate hidden states of both encoders concatenated, the second encoder's pooled projection,
+and the six size/crop "time ids" as added conditioning), and the empty negative prompt becomes
+zeros when the pipeline says so (``force_zeros_for_empty_prompt``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from diffusers import (
 )
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from transformers import AutoTokenizer, CLIPTextModel
+from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
 
 from .diffusion import Conditioning
 from .errors import ParrotError, missing_weights_error
@@ -56,6 +61,13 @@ class T2IPolicy:
     tokenizer: AutoTokenizer
     scheduler: DDIMScheduler
     vae: AutoencoderKL | None = None
+    text_encoder_2: CLIPTextModelWithProjection | None = None  # SDXL
+    tokenizer_2: AutoTokenizer | None = None
+    zero_negative: bool = False  # SDXL's force_zeros_for_empty_prompt
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.text_encoder_2 is not None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, torch_dtype: torch.dtype = torch.float32) -> T2IPolicy:
@@ -67,12 +79,16 @@ class T2IPolicy:
             tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
             scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
             vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=torch_dtype) if "vae" in index else None
+            sdxl = "text_encoder_2" in index
+            text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2", torch_dtype=torch_dtype) if sdxl else None
+            tokenizer_2 = AutoTokenizer.from_pretrained(source, subfolder="tokenizer_2") if sdxl else None
         except OSError as err:
             raise missing_weights_error(name_or_path, err) from None
-        for module in (unet, text_encoder, vae):
+        for module in (unet, text_encoder, vae, text_encoder_2):
             if module is not None:
                 module.requires_grad_(False).eval()
-        return cls(unet, text_encoder, tokenizer, scheduler, vae)
+        zero_negative = sdxl and bool(index.get("force_zeros_for_empty_prompt", True))  # the SDXL pipeline's default
+        return cls(unet, text_encoder, tokenizer, scheduler, vae, text_encoder_2, tokenizer_2, zero_negative)
 
     # ------------------------------------------------------------------ geometry
 
@@ -90,7 +106,7 @@ class T2IPolicy:
         return (self.unet.config.in_channels, side, side)
 
     def to(self, device: torch.device | str) -> T2IPolicy:
-        for module in (self.unet, self.text_encoder, self.vae):
+        for module in (self.unet, self.text_encoder, self.vae, self.text_encoder_2):
             if module is not None:
                 module.to(device)
         return self
@@ -110,11 +126,38 @@ class T2IPolicy:
         if too_long:
             logger.warning("%d prompt(s) exceed the text encoder's %d tokens and were truncated", too_long, limit)
         ids = tokens.input_ids.to(self.text_encoder.device)
-        return Conditioning(self.text_encoder(ids, return_dict=False)[0])
+        if not self.is_sdxl:
+            return Conditioning(self.text_encoder(ids, return_dict=False)[0])
+        ids_2 = self.tokenizer_2(prompts, padding="max_length", max_length=self.tokenizer_2.model_max_length, truncation=True, return_tensors="pt").input_ids
+        first = self.text_encoder(ids, output_hidden_states=True)
+        second = self.text_encoder_2(ids_2.to(self.text_encoder_2.device), output_hidden_states=True)
+        embeds = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
+        return Conditioning(embeds, {"text_embeds": second.text_embeds, "time_ids": self.time_ids(len(prompts)).to(embeds)})
+
+    def time_ids(self, batch: int) -> Tensor:
+        """SDXL's micro-conditioning (original size, crop top-left, target size) for full, uncropped images."""
+        side = self.resolution
+        return torch.tensor([[side, side, 0, 0, side, side]], dtype=torch.float32).expand(batch, 6)
+
+    @torch.no_grad()
+    def encode_negative(self) -> Conditioning:
+        """(1, L, D) conditioning of the empty negative prompt: zeros where SDXL forces them (its
+        pooled embedding too, the time ids kept), else the encoded empty string."""
+        empty = self.encode([""])
+        if not self.zero_negative:
+            return empty
+        return Conditioning(torch.zeros_like(empty.embeds), {"text_embeds": torch.zeros_like(empty.added["text_embeds"]), "time_ids": empty.added["time_ids"]})
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
-        """Final latents (B, C, h, w) -> images (B, 3, H, W) in [0, 1], float32."""
+        """Final latents (B, C, h, w) -> images (B, 3, H, W) in [0, 1], float32.
+
+        Outside any autocast: SDXL's VAE overflows in float16 (diffusers upcasts it for the same reason).
+        """
+        with torch.autocast(latents.device.type, enabled=False):
+            return self._decode(latents)
+
+    def _decode(self, latents: Tensor) -> Tensor:
         if self.vae is not None:
             latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
             latents = self.vae.decode(latents, return_dict=False)[0]
@@ -153,12 +196,12 @@ class T2IPolicy:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if mode == "lora":
-            from diffusers import StableDiffusionPipeline
+            from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
             from diffusers.utils import convert_state_dict_to_diffusers
             from peft.utils import get_peft_model_state_dict
 
             layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet))
-            StableDiffusionPipeline.save_lora_weights(directory, unet_lora_layers=layers)
+            (StableDiffusionXLPipeline if self.is_sdxl else StableDiffusionPipeline).save_lora_weights(directory, unet_lora_layers=layers)
             return
         state = {n: p.detach().cpu().contiguous() for n, p in self.unet.named_parameters() if p.requires_grad}
         save_file(state, directory / TRAINABLE_FILE)

@@ -97,18 +97,8 @@ def build_tiny_sd(
     if with_vae:
         from diffusers import StableDiffusionPipeline
 
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-            block_out_channels=(8, 16),
-            latent_channels=4,
-            norm_num_groups=8,
-            sample_size=2 * sample_size,
-        )
         pipe = StableDiffusionPipeline(
-            vae=vae,
+            vae=_tiny_vae(sample_size),
             text_encoder=text_encoder,
             tokenizer=tokenizer,
             unet=unet,
@@ -120,6 +110,57 @@ def build_tiny_sd(
         pipe.save_pretrained(path)
         return path
     return save_pixel_pipeline(path, unet, text_encoder, tokenizer, scheduler)
+
+
+def _tiny_vae(latent_size: int) -> AutoencoderKL:
+    """A two-level VAE: latents 4×S×S for images 2S×2S."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=2 * latent_size,
+    )
+
+
+def build_tiny_sdxl(path: str | Path, *, seed: int = 0, sample_size: int = 8, hidden_size: int = 32, time_embed_dim: int = 8) -> Path:
+    """A tiny random ``StableDiffusionXLPipeline`` folder: two text encoders (the second with a
+    projection), a UNet with SDXL's added text-time conditioning, a VAE (images 2S×2S)."""
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    path = Path(path)
+    torch.manual_seed(seed)
+    tokenizer, tokenizer_2 = tiny_tokenizer(), tiny_tokenizer()
+    text_encoder = small_text_encoder(tokenizer, hidden_size)
+    config_2 = small_text_encoder(tokenizer_2, hidden_size).config
+    config_2.projection_dim = hidden_size
+    text_encoder_2 = CLIPTextModelWithProjection(config_2)
+    unet = UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * hidden_size,  # both encoders' hidden states, concatenated
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        projection_class_embeddings_input_dim=6 * time_embed_dim + hidden_size,  # 6 time ids + pooled text
+        norm_num_groups=8,
+    )
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionXLPipeline(
+        vae=_tiny_vae(sample_size), text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler
+    )
+    pipe.save_pretrained(path)
+    return path
 
 
 def save_pixel_pipeline(path: str | Path, unet, text_encoder, tokenizer, scheduler) -> Path:

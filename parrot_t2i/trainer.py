@@ -154,7 +154,7 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
         rewards=rewards,
         objective=objective,
         prompts=prompts,
-        uncond=policy.encode([""]),
+        uncond=policy.encode_negative(),
         generator=torch.Generator().manual_seed(t.seed),
         noise_generator=noise_generator,
         run_dir=run_dir or Path(tempfile.mkdtemp(prefix="parrot-")),

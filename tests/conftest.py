@@ -35,3 +35,11 @@ def tiny_pixel_model(tmp_path_factory):
 def tiny_sd_model(tmp_path_factory):
     """A genuine tiny StableDiffusionPipeline folder (VAE latents 4×8×8, images 16×16)."""
     return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"), sample_size=8, with_vae=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_model(tmp_path_factory):
+    """A genuine tiny StableDiffusionXLPipeline folder (two text encoders, latents 4×8×8, images 16×16)."""
+    from parrot_t2i.tiny import build_tiny_sdxl
+
+    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl"))

@@ -106,12 +106,12 @@ def test_original_guided_noise_batches_three_branches_in_one_call(tiny_pixel_mod
     torch.testing.assert_close(same, guided_noise(policy.unet, x, t, orig, uncond, 5.0), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("model", ["tiny_pixel_model", "tiny_sd_model"])
+@pytest.mark.parametrize("model", ["tiny_pixel_model", "tiny_sd_model", "tiny_sdxl_model"])
 def test_recomputed_log_probs_reproduce_sampling(model, request):
     policy = T2IPolicy.from_pretrained(str(request.getfixturevalue(model)))
     policy.scheduler.set_timesteps(6)
     cond = policy.encode(["a red circle", "a blue square", "<reward 2> a cat"])
-    uncond = policy.encode([""]).expand(3)
+    uncond = policy.encode_negative().expand(3)  # SDXL: zeros and added conditioning ride along
     traj = sample_trajectory(policy.unet, policy.scheduler, cond, uncond, policy.latent_shape(), 5.0, 1.0, torch.Generator().manual_seed(0))
     assert traj.latents.shape == (3, 7, *policy.latent_shape())
     assert traj.log_probs.shape == (3, 6)

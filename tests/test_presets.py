@@ -28,7 +28,7 @@ def tiny_real_models(tmp_path_factory):
     return {"clip": str(clip), "pen": str(build_tiny_pen(root / "pen")), "head": str(head)}
 
 
-def preset_on_tiny_models(preset, tiny_sd_model, models, tmp_path, *extra):
+def preset_on_tiny_models(preset, tiny_model, models, tmp_path, *extra):
     rewards = (
         f"[{{name: laion_aesthetic, args: {{head: '{models['head']}', model: '{models['clip']}'}}}},"
         f" {{name: pickscore, args: {{model: '{models['clip']}', processor: '{models['clip']}'}}}},"
@@ -40,7 +40,7 @@ def preset_on_tiny_models(preset, tiny_sd_model, models, tmp_path, *extra):
     return load_config(
         preset,
         [
-            f"model.pretrained={tiny_sd_model}",
+            f"model.pretrained={tiny_model}",
             f"pen.pretrained={models['pen']}",
             "pen.max_new_tokens=8",
             f"rewards={rewards}",
@@ -58,9 +58,10 @@ def preset_on_tiny_models(preset, tiny_sd_model, models, tmp_path, *extra):
     )
 
 
-@pytest.mark.parametrize("preset", ["sd15-paper", "sd15-lora-24gb"])
-def test_preset_code_path_trains_one_iteration_on_tiny_models(preset, tiny_sd_model, tiny_real_models, tmp_path):
-    config = preset_on_tiny_models(preset, tiny_sd_model, tiny_real_models, tmp_path)
+@pytest.mark.parametrize(("preset", "model"), [("sd15-paper", "tiny_sd_model"), ("sd15-lora-24gb", "tiny_sd_model"), ("sdxl-lora", "tiny_sdxl_model")])
+def test_preset_code_path_trains_one_iteration_on_tiny_models(preset, model, request, tiny_real_models, tmp_path):
+    tiny_model = request.getfixturevalue(model)
+    config = preset_on_tiny_models(preset, tiny_model, tiny_real_models, tmp_path)
     faithful = load_config(preset)
     assert (config.model.trainable, config.train.mixed_precision, config.objective.reward_normalization) == (faithful.model.trainable, faithful.train.mixed_precision, "none")
     run = setup_run(config, tmp_path / "probe")
@@ -75,10 +76,11 @@ def test_preset_code_path_trains_one_iteration_on_tiny_models(preset, tiny_sd_mo
     saved, checkpoint = open_run(run_dir)
     assert run_policy(saved, checkpoint) is not None and run_expander(saved, checkpoint) is not None
     if config.model.trainable == "lora":  # plain diffusers can load the LoRA
-        from diffusers import StableDiffusionPipeline
+        from diffusers import DiffusionPipeline
 
-        pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_model, safety_checker=None)
+        pipe = DiffusionPipeline.from_pretrained(tiny_model)
         pipe.load_lora_weights(checkpoint)
+        assert any("lora" in n for n, _ in pipe.unet.named_parameters())
 
 
 def test_presets_without_their_weights_fail_with_one_clear_line(capsys, tmp_path):

@@ -87,3 +87,42 @@ def test_long_prompts_are_truncated_with_a_warning(tiny_pixel_model, caplog):
         cond = policy.encode(["x " * 200, "short"])
     assert cond.embeds.shape[:2] == (2, 77)
     assert "1 prompt(s) exceed" in caplog.text
+
+
+def test_sdxl_encoding_matches_the_diffusers_pipeline(tiny_sdxl_model):
+    from diffusers import StableDiffusionXLPipeline
+
+    policy = T2IPolicy.from_pretrained(str(tiny_sdxl_model))
+    assert policy.is_sdxl and policy.zero_negative and policy.resolution == 16
+    prompts = ["a red circle", "a cat"]
+    cond = policy.encode(prompts)
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_model)
+    embeds, negative, pooled, negative_pooled = pipe.encode_prompt(prompts, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True)
+    torch.testing.assert_close(cond.embeds, embeds)
+    torch.testing.assert_close(cond.added["text_embeds"], pooled)
+    assert cond.added["time_ids"].tolist() == [[16, 16, 0, 0, 16, 16]] * 2  # original size, crop (0, 0), target size
+    uncond = policy.encode_negative()
+    assert uncond.embeds.abs().sum() == 0 == uncond.added["text_embeds"].abs().sum()
+    assert negative.abs().sum() == 0 == negative_pooled.abs().sum()  # the pipeline zeroes both as well
+
+
+def test_sdxl_sampler_reproduces_the_pipeline_and_lora_loads_in_diffusers(tiny_sdxl_model, tmp_path):
+    from diffusers import DDIMScheduler, StableDiffusionXLPipeline
+
+    from parrot_t2i.evaluate import generate
+
+    policy = T2IPolicy.from_pretrained(str(tiny_sdxl_model))
+    ours = generate(policy, ["a red circle"], seed=3, num_inference_steps=3, guidance_scale=4.0)
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_model)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    theirs = pipe(["a red circle"], num_inference_steps=3, guidance_scale=4.0, generator=torch.Generator().manual_seed(3), output_type="pt", height=16, width=16).images
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+
+    policy.set_trainable("lora", 2)
+    with torch.no_grad():
+        for name, param in policy.unet.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.1)
+    policy.save_trainable(tmp_path / "lora", "lora")
+    pipe.load_lora_weights(tmp_path / "lora")
+    assert any("lora" in n for n, _ in pipe.unet.named_parameters())
