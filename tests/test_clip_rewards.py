@@ -120,3 +120,58 @@ def test_missing_weights_offline_is_one_clear_paragraph(tmp_path):
     reward = build_reward({"name": "clip_score", "args": {"model": "openai/clip-vit-base-patch32"}})
     with pytest.raises(ParrotError, match="could not load model 'openai/clip-vit-base-patch32'.*HF_HUB_OFFLINE"):
         reward(torch.rand(1, 3, 32, 32), ["a cat"])
+
+
+def to_openclip_layout(model) -> dict:
+    """A CLIPModel's weights as OpenCLIP saves them (fused in_proj, projection matrices P = W.T)."""
+    out = {"logit_scale": model.logit_scale.data, "text_projection": model.text_projection.weight.T, "visual.proj": model.visual_projection.weight.T}
+    text, vision = model.text_model, model.vision_model
+    out.update(
+        {
+            "token_embedding.weight": text.embeddings.token_embedding.weight,
+            "positional_embedding": text.embeddings.position_embedding.weight,
+            "ln_final.weight": text.final_layer_norm.weight,
+            "ln_final.bias": text.final_layer_norm.bias,
+            "visual.conv1.weight": vision.embeddings.patch_embedding.weight,
+            "visual.class_embedding": vision.embeddings.class_embedding,
+            "visual.positional_embedding": vision.embeddings.position_embedding.weight,
+            "visual.ln_pre.weight": vision.pre_layrnorm.weight,
+            "visual.ln_pre.bias": vision.pre_layrnorm.bias,
+            "visual.ln_post.weight": vision.post_layernorm.weight,
+            "visual.ln_post.bias": vision.post_layernorm.bias,
+            "attn_mask": torch.zeros(77, 77),  # a buffer some OpenCLIP versions save
+        }
+    )
+    for prefix, layers in (("", text.encoder.layers), ("visual.", vision.encoder.layers)):
+        for i, layer in enumerate(layers):
+            block, attn = f"{prefix}transformer.resblocks.{i}", layer.self_attn
+            out[f"{block}.attn.in_proj_weight"] = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+            out[f"{block}.attn.in_proj_bias"] = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])
+            for ours, theirs in [("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")]:
+                module = layer.get_submodule(ours)
+                out[f"{block}.{theirs}.weight"], out[f"{block}.{theirs}.bias"] = module.weight, module.bias
+    return {k: v.detach().clone() for k, v in out.items()}
+
+
+def test_hpsv2_checkpoint_converts_from_openclip_layout_and_scores_as_the_original(tiny_clip, tmp_path, monkeypatch):
+    import sys
+    from importlib import import_module
+
+    from parrot_t2i.rewards.openclip import openclip_to_transformers
+
+    model = load_clip(tiny_clip, None, "float32", "cpu")[0]
+    checkpoint = tmp_path / "HPS_v2_compressed.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in to_openclip_layout(model).items()}}, checkpoint)
+    sys.path.insert(0, "scripts")
+    try:
+        out = import_module("convert_hpsv2").convert(str(checkpoint), tiny_clip, tmp_path / "hps")
+    finally:
+        sys.path.remove("scripts")
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    hps = build_reward({"name": "hpsv2", "args": {"model": str(out)}})(images, PROMPTS)
+    original = build_reward({"name": "clip_score", "args": {"model": tiny_clip}})(images, PROMPTS)
+    torch.testing.assert_close(hps, original, atol=1e-6, rtol=0)
+    with pytest.raises(KeyError, match="unexpected OpenCLIP key 'visual.head.weight'"):
+        openclip_to_transformers({"visual.head.weight": torch.zeros(1)})
+    with pytest.raises(ParrotError, match="convert_hpsv2.py"):
+        build_reward("hpsv2")

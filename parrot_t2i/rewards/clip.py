@@ -132,6 +132,24 @@ class PickScore(_ClipReward):
         return model.logit_scale.exp().float() * cosine
 
 
+@register_reward("hpsv2")
+class HPSv2(ClipScore):
+    """Human preference: HPSv2 / v2.1, the raw cosine of its ViT-H/14 (≈ 0.25–0.33; compare within a prompt).
+
+    ``model`` is a folder written by ``scripts/convert_hpsv2.py`` from the official checkpoint.
+    """
+
+    name = "hpsv2"
+
+    def __init__(self, model: str | None = None, dtype: str = "float32"):
+        if not model:
+            raise ParrotError(
+                "reward 'hpsv2' needs model=FOLDER: download HPS_v2.1_compressed.pt (xswu/HPSv2) and convert it once with "
+                "`python scripts/convert_hpsv2.py HPS_v2.1_compressed.pt --out hpsv2.1`"
+            )
+        super().__init__(model, dtype)
+
+
 @register_reward("clip_sentiment")
 class ClipSentiment(_ClipReward):
     """Image sentiment: CLIP zero-shot P(positive), softmax over positive vs negative label texts."""
