@@ -14,7 +14,7 @@ import argparse
 import torch
 from safetensors.torch import save_file
 
-from parrot_t2i.rewards.clip import AestheticHead
+from parrot_t2i.rewards.clip import ScoreHead
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     state = torch.load(args.pth, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)
-    head = AestheticHead(state["layers.0.weight"].shape[1])
+    head = ScoreHead(state["layers.0.weight"].shape[1])
     head.load_state_dict(state)  # fails loudly on a file of another shape
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, args.out)
     print(f"wrote {args.out}: {sum(v.numel() for v in head.state_dict().values()):,} parameters")

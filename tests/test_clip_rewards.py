@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from parrot_t2i.errors import ParrotError
 from parrot_t2i.rewards import build_reward
 from parrot_t2i.rewards.clip import (
-    AestheticHead,
     Preprocess,
+    ScoreHead,
     clip_preprocess,
     load_clip,
 )
@@ -85,10 +85,10 @@ def test_clip_sentiment_is_a_two_way_softmax_over_label_ensembles(tiny_clip):
 def test_laion_aesthetic_head_converts_from_pth_and_scores(tiny_clip, tmp_path, monkeypatch):
     import sys
 
-    assert sum(p.numel() for p in AestheticHead(768).parameters()) == 927_969  # the upstream head
+    assert sum(p.numel() for p in ScoreHead(768).parameters()) == 927_969  # the upstream head
     torch.manual_seed(3)
     pth, out = tmp_path / "head.pth", tmp_path / "head.safetensors"
-    head = AestheticHead(16)  # the tiny CLIP projects to 16 dims
+    head = ScoreHead(16)  # the tiny CLIP projects to 16 dims
     torch.save(head.state_dict(), pth)
     monkeypatch.setattr(sys, "argv", ["convert", str(pth), str(out)])
     from importlib import import_module

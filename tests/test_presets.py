@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from parrot_t2i.config import load_config
-from parrot_t2i.rewards.clip import AestheticHead
+from parrot_t2i.rewards.clip import ScoreHead
 from parrot_t2i.runs import open_run, run_expander, run_policy
 from parrot_t2i.tiny import build_tiny_clip, build_tiny_pen
 from parrot_t2i.trainer import setup_run, train
@@ -24,7 +24,7 @@ def tiny_real_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-real")
     clip = build_tiny_clip(root / "clip")
     head = root / "head.safetensors"
-    save_file(AestheticHead(16).state_dict(), str(head))
+    save_file(ScoreHead(16).state_dict(), str(head))
     return {"clip": str(clip), "pen": str(build_tiny_pen(root / "pen")), "head": str(head)}
 
 

@@ -183,8 +183,9 @@ HEAD_HELP = (
 )
 
 
-class AestheticHead(torch.nn.Module):
-    """LAION aesthetic predictor v2: a linear stack 768→1024→128→64→16→1, no activations upstream."""
+class ScoreHead(torch.nn.Module):
+    """The linear stack D→1024→128→64→16→1 (no activations upstream) that scores an embedding in both
+    the LAION aesthetic predictor v2 (on CLIP image embeddings) and ImageReward (on BLIP's text CLS)."""
 
     def __init__(self, dim: int = 768):
         super().__init__()
@@ -198,11 +199,11 @@ class AestheticHead(torch.nn.Module):
 
 
 @functools.lru_cache(maxsize=4)
-def load_aesthetic_head(path: str, device: str) -> AestheticHead:
+def load_aesthetic_head(path: str, device: str) -> ScoreHead:
     from safetensors.torch import load_file
 
     state = load_file(path)
-    head = AestheticHead(state["layers.0.weight"].shape[1])
+    head = ScoreHead(state["layers.0.weight"].shape[1])
     try:
         head.load_state_dict(state)
     except RuntimeError as err:
