@@ -35,8 +35,11 @@ def test_jpeg_rewards_rank_flat_above_noise():
 
 
 def test_unknown_reward_lists_known_names():
-    with pytest.raises(ConfigError, match="unknown reward 'brightnes'; known rewards: brightness, clip_score, clip_sentiment, colorfulness"):
+    from parrot_t2i.rewards import REGISTRY
+
+    with pytest.raises(ConfigError, match="unknown reward 'brightnes'; known rewards: brightness, ") as err:
         build_reward("brightnes")
+    assert f"known rewards: {', '.join(sorted(REGISTRY))} (or 'module:function')" in str(err.value)
     with pytest.raises(ConfigError, match="bad args"):
         build_reward(RewardSpec("brightness", {"gamma": 2}))
 

@@ -28,29 +28,59 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 @dataclass(frozen=True)
 class Preprocess:
-    """A CLIP image processor's geometry and normalisation."""
+    """An image processor's resize, crop and normalisation, applied in torch."""
 
-    size: int  # shortest side after resizing
-    crop: int  # centre crop side
+    size: int | tuple[int, int]  # shortest side (int), or an exact (height, width)
+    crop: int | None  # centre crop side; None: no crop
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    interpolation: str = "bicubic"  # "bicubic", "bilinear" or "nearest"
+
+    @classmethod
+    def from_processor(cls, processor) -> Preprocess:
+        """The settings of a transformers image processor (CLIP-, ViT-, BLIP-style)."""
+        size = processor.size
+        side = size.get("shortest_edge") if hasattr(size, "get") else None
+        resize = int(side) if side else (int(size["height"]), int(size["width"]))
+        crop = None
+        if getattr(processor, "do_center_crop", False):
+            crop = int(processor.crop_size["height"])
+        resample = int(getattr(processor, "resample", 3))
+        mean, std = (processor.image_mean, processor.image_std) if processor.do_normalize else ((0.0,) * 3, (1.0,) * 3)
+        return cls(resize, crop, tuple(mean), tuple(std), {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(resample, "bicubic"))
 
 
 def clip_preprocess(images: Tensor, p: Preprocess) -> Tensor:
-    """(B, 3, H, W) in [0, 1] -> (B, 3, crop, crop), normalised, as ``CLIPImageProcessor`` does it.
+    """(B, 3, H, W) in [0, 1] -> normalised model input, as the transformers processor computes it.
 
-    Shortest side to ``p.size`` (the other side truncated with int(), as transformers computes it),
-    bicubic with antialiasing, clamped to [0, 1] (the processor rounds to uint8), centre crop with
-    the top-left offset (H − crop) // 2, then (x − mean) / std.
+    Shortest side to ``p.size`` (the other side truncated with int(), as transformers does) or an
+    exact (height, width); antialiased interpolation, clamped to [0, 1] (the processor rounds to
+    uint8); centre crop with top-left offset (H − crop) // 2; then (x − mean) / std.
     """
     h, w = images.shape[-2:]
-    new_h, new_w = (p.size, int(p.size * w / h)) if h <= w else (int(p.size * h / w), p.size)
-    x = F.interpolate(images.float(), size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-    top, left = (new_h - p.crop) // 2, (new_w - p.crop) // 2
-    x = x[..., top : top + p.crop, left : left + p.crop]
+    if isinstance(p.size, tuple):
+        new_h, new_w = p.size
+    else:
+        new_h, new_w = (p.size, int(p.size * w / h)) if h <= w else (int(p.size * h / w), p.size)
+    smooth = p.interpolation != "nearest"
+    x = F.interpolate(images.float(), size=(new_h, new_w), mode=p.interpolation, antialias=smooth, **({"align_corners": False} if smooth else {})).clamp(0, 1)
+    if p.crop is not None:
+        top, left = (new_h - p.crop) // 2, (new_w - p.crop) // 2
+        x = x[..., top : top + p.crop, left : left + p.crop]
     mean = torch.tensor(p.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(p.std, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def image_processor(source: str):
+    """A source's image processor, PIL-backed where available (only its settings are read, and the
+    PIL classes need no torchvision)."""
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(source, backend="pil")
+    except (TypeError, ValueError):  # transformers before 5 has no backend choice
+        return AutoImageProcessor.from_pretrained(source)
 
 
 @functools.lru_cache(maxsize=8)
@@ -58,23 +88,14 @@ def load_clip(source: str, processor_source: str | None, dtype: str, device: str
     """(CLIPModel, tokenizer, Preprocess), loaded once per arguments."""
     from transformers import AutoTokenizer, CLIPModel
 
-    try:  # only the settings are read: the PIL-backed class needs no torchvision and says nothing
-        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
-    except ImportError:
-        from transformers import CLIPImageProcessor
-
-    if dtype not in DTYPES:
-        raise ParrotError(f"reward dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
     try:
         model = CLIPModel.from_pretrained(source, torch_dtype=DTYPES[dtype]).to(device).eval().requires_grad_(False)
         processor_from = processor_source or source
         tokenizer = AutoTokenizer.from_pretrained(processor_from)
-        processor = CLIPImageProcessor.from_pretrained(processor_from)
+        preprocess = Preprocess.from_processor(image_processor(processor_from))
     except OSError as err:
         raise missing_weights_error(source, err) from None
-    size = processor.size.get("shortest_edge") or min(processor.size.values())
-    crop = processor.crop_size.get("height") or min(processor.crop_size.values())
-    return model, tokenizer, Preprocess(int(size), int(crop), tuple(processor.image_mean), tuple(processor.image_std))
+    return model, tokenizer, preprocess
 
 
 class _ClipReward:
