@@ -202,18 +202,20 @@ def builtin_path(name: str) -> Path:
     return target
 
 
-def build_tiny_clip(path: str | Path, *, seed: int = 0, image_size: int = 32, projection_dim: int = 16) -> Path:
+def build_tiny_clip(path: str | Path, *, seed: int = 0, image_size: int = 32, projection_dim: int = 16, hidden_act: str = "quick_gelu") -> Path:
     """A tiny random ``CLIPModel`` with tokenizer and image processor, saved for ``from_pretrained``.
 
     Shaped like the real reward backbones (text and vision towers, projections, logit scale), so
-    the CLIP-family rewards run their real loading and scoring code on it offline.
+    the CLIP-family rewards run their real loading and scoring code on it offline. OpenAI's CLIPs
+    use quick-GELU; the LAION ViT-H/14 family (PickScore, HPSv2) uses ``hidden_act="gelu"``.
     """
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPVisionConfig
 
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
     text = small_text_encoder(tokenizer, hidden_size=32).config
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=image_size, patch_size=8)
+    text.hidden_act = hidden_act
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=image_size, patch_size=8, hidden_act=hidden_act)
     model = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=projection_dim))
     path = Path(path)
     model.save_pretrained(path)

@@ -51,7 +51,7 @@ def test_preprocessing_matches_the_transformers_processor():
     assert ((ours - reference) * torch.tensor(CLIP_DEFAULT.std).view(1, 3, 1, 1)).abs().mean() < 1 / 255
 
 
-def test_clip_score_and_pickscore_equal_the_models_own_forward(tiny_clip):
+def test_clip_score_equals_the_models_own_forward(tiny_clip):
     from transformers import CLIPModel
 
     images = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(1))
@@ -63,9 +63,22 @@ def test_clip_score_and_pickscore_equal_the_models_own_forward(tiny_clip):
     cosine = (out.image_embeds * out.text_embeds).sum(-1)
     clip_score = build_reward({"name": "clip_score", "args": {"model": tiny_clip}})
     torch.testing.assert_close(clip_score(images, PROMPTS), cosine, atol=1e-5, rtol=0)
-    pickscore = build_reward({"name": "pickscore", "args": {"model": tiny_clip, "processor": tiny_clip}})
-    torch.testing.assert_close(pickscore(images, PROMPTS), out.logits_per_image.diagonal(), atol=1e-4, rtol=0)
     assert load_clip(tiny_clip, None, "float32", "cpu")[0] is model  # loaded once, shared
+
+
+def test_pickscore_on_an_h_shaped_clip_with_a_separate_processor(tiny_clip, tmp_path):
+    """PickScore is a LAION ViT-H-shaped CLIP (GELU) whose tokenizer and processor come from another repo."""
+    h_shaped = str(build_tiny_clip(tmp_path / "pick", seed=7, hidden_act="gelu"))
+    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "vocab.json", "merges.txt"):
+        (tmp_path / "pick" / name).unlink(missing_ok=True)  # the model folder holds weights only, like PickScore_v1
+    images = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(1))
+    model, tokenizer, preprocess = load_clip(h_shaped, tiny_clip, "float32", "cpu")
+    assert model.config.vision_config.hidden_act == "gelu"
+    tokens = tokenizer(PROMPTS, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**tokens, pixel_values=clip_preprocess(images, preprocess))
+    pickscore = build_reward({"name": "pickscore", "args": {"model": h_shaped, "processor": tiny_clip}})
+    torch.testing.assert_close(pickscore(images, PROMPTS), out.logits_per_image.diagonal(), atol=1e-4, rtol=0)
 
 
 def test_clip_sentiment_is_a_two_way_softmax_over_label_ensembles(tiny_clip):
