@@ -378,6 +378,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
                 errors.append(err)
         raise errors[0]
     if origin is Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads no/off/yes/on as booleans: map them back to the option meant
+            value = next((word for word in (("yes", "on", "true") if value else ("no", "off", "false")) if word in args), value)
         if value not in args:
             raise ConfigError(f"{where} must be one of {', '.join(map(repr, args))} (got {value!r})")
         return value

@@ -115,14 +115,14 @@ class T2IPolicy:
 
     def fits(self, text: str) -> bool:
         """Whether the text encoder takes ``text`` whole (special tokens included)."""
-        return len(self.tokenizer(text).input_ids) <= self.tokenizer.model_max_length
+        return len(self.tokenizer(text, verbose=False).input_ids) <= self.tokenizer.model_max_length
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> Conditioning:
         """CLIP text embeddings (last hidden state), truncated to the encoder's limit with a warning."""
         limit = self.tokenizer.model_max_length
         tokens = self.tokenizer(prompts, padding="max_length", max_length=limit, truncation=True, return_tensors="pt")
-        too_long = sum(len(ids) > limit for ids in self.tokenizer(prompts).input_ids)
+        too_long = sum(len(ids) > limit for ids in self.tokenizer(prompts, verbose=False).input_ids)
         if too_long:
             logger.warning("%d prompt(s) exceed the text encoder's %d tokens and were truncated", too_long, limit)
         ids = tokens.input_ids.to(self.text_encoder.device)

@@ -19,6 +19,8 @@ def test_overrides_parse_yaml_values_including_bare_exponents():
     assert [r.name for r in config.rewards] == ["brightness", "colorfulness"]
     config = load_config(None, ["rewards=[{name: 'mymod:fn', args: {scale: 2}}]"])
     assert config.rewards[0].args == {"scale": 2}
+    # YAML 1.1 reads a bare `no` as false: an option spelled "no" still means "no".
+    assert load_config("sd15-paper", ["train.mixed_precision=no"]).train.mixed_precision == "no"
 
 
 @pytest.mark.parametrize(
