@@ -98,6 +98,11 @@ def load_clip(source: str, processor_source: str | None, dtype: str, device: str
     return model, tokenizer, preprocess
 
 
+def _projected(features) -> Tensor:
+    """transformers 5 returns an output object (the projection in ``pooler_output``), 4.x a tensor."""
+    return getattr(features, "pooler_output", features).float()
+
+
 class _ClipReward:
     """Shared plumbing: lazy loading on the images' device, image and text embeddings."""
 
@@ -113,14 +118,14 @@ class _ClipReward:
         """(B, D) L2-normalised projected image embeddings."""
         model, _, preprocess = self._load(images.device)
         pixels = clip_preprocess(images, preprocess).to(model.dtype)
-        return F.normalize(model.get_image_features(pixel_values=pixels).pooler_output.float(), dim=-1)
+        return F.normalize(_projected(model.get_image_features(pixel_values=pixels)), dim=-1)
 
     def text_embeds(self, texts: list[str], device: torch.device) -> Tensor:
         """(B, D) L2-normalised projected text embeddings; texts padded/truncated to the model's limit."""
         model, tokenizer, _ = self._load(device)
         limit = model.config.text_config.max_position_embeddings
         tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=limit, return_tensors="pt").to(device)
-        return F.normalize(model.get_text_features(**tokens).pooler_output.float(), dim=-1)
+        return F.normalize(_projected(model.get_text_features(**tokens)), dim=-1)
 
 
 @register_reward("clip_score")
