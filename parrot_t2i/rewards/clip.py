@@ -1,12 +1,12 @@
-"""CLIP-family rewards on real models: CLIP score, PickScore, the LAION aesthetic predictor, and
-CLIP zero-shot sentiment (facts for each in the project's REWARDS notes and docs).
+"""CLIP-family rewards on real models: CLIP score, PickScore, HPSv2, the LAION aesthetic predictor
+and CLIP zero-shot sentiment (what each stands in for: docs/REAL_MODELS.md).
 
 Every reward here
 - loads by hub id or local folder through transformers' own ``from_pretrained``, lazily on its first
   call and once per (model, dtype, device), so two rewards on the same CLIP share one copy;
-- preprocesses in torch on the images' device with the model's own processor settings (shortest
-  side resized with bicubic antialiasing, centre crop, mean/std), which matches
-  ``CLIPImageProcessor`` to about 1/255 without a round trip through PIL;
+- preprocesses in torch on the images' device with the model's own processor settings (resize with
+  the processor's interpolation and antialiasing, centre crop, mean/std), which matches the
+  transformers processor to about 1/255 without a round trip through PIL;
 - runs without gradients, in float32, float16 or bfloat16.
 """
 
