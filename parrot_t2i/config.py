@@ -76,7 +76,8 @@ class SampleConfig:
 class PromptConfig:
     # Training prompts given inline; when given they take precedence over `file`.
     prompts: list[str] = field(default_factory=list)
-    # A text file with one prompt per line (blank lines and lines starting with # are skipped), or a
+    # A prompt file: text (one prompt per line; blank lines and # comments skipped), JSONL
+    # ({"prompt": ...} per line), a PartiPrompts TSV (optionally "file.tsv#Category=Animals"), or a
     # packaged set: "builtin:mini-train", "builtin:mini-heldout" (mini-world prompts, disjoint).
     file: str | None = "builtin:mini-train"
     # Prefix each training prompt with its reward identifier (paper §3.3): "<reward k> prompt".
