@@ -109,6 +109,48 @@ def _generate(args: argparse.Namespace) -> None:
         print("mean rewards: " + ", ".join(f"{n} {v:.4f}" for n, v in zip(reward_names, scores.mean(0).tolist())))
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from .evaluate import Inference, evaluate, inference_from_config
+    from .prompts import read_prompt_file
+    from .report import Entry, write_report
+    from .rewards import build_reward
+    from .runs import open_run, run_expander, run_policy
+    from .t2i import T2IPolicy
+
+    if not args.run and not args.model:
+        raise ConfigError("name at least one --run DIR or --model ID to evaluate")
+    if args.images_per_prompt < 1:
+        raise ConfigError(f"--images-per-prompt must be >= 1 (got {args.images_per_prompt})")
+    prompts = read_prompt_file(args.prompts, "--prompts")
+    runs = [(run, *open_run(run)) for run in args.run]
+    specs = [r.strip() for r in args.rewards.split(",") if r.strip()] if args.rewards else (runs[0][1].rewards if runs else [])
+    if not specs:
+        raise ConfigError("--rewards is needed when only --model entries are given (e.g. --rewards mini_aesthetic,mini_alignment)")
+    rewards = [build_reward(spec) for spec in specs]  # before any sampling: a typo fails fast
+    names = [getattr(spec, "name", spec) for spec in specs]
+    reference = [float(v) for v in args.reference.split(",")] if args.reference else [0.0] * len(names)
+    if len(reference) != len(names):
+        raise ConfigError(f"--reference needs one value per reward ({len(names)}: {names}), got {reference}")
+    entries = []
+    for run, config, checkpoint in runs:
+        inference = replace(inference_from_config(config, run_expander(config, checkpoint)), seed=args.seed)
+        evaluation = evaluate(run_policy(config, checkpoint), rewards, names, prompts, images_per_prompt=args.images_per_prompt, inference=inference, desc=Path(run).name)
+        entries.append(Entry(Path(run).name, str(checkpoint), evaluation))
+    for model in args.model:
+        inference = Inference(original_guidance=False, seed=args.seed)  # the base model: the prompt as given, CFG 5
+        evaluation = evaluate(T2IPolicy.from_pretrained(model), rewards, names, prompts, images_per_prompt=args.images_per_prompt, inference=inference, desc=model)
+        entries.append(Entry(model, model, evaluation))
+    results = write_report(entries, args.out, reference, args.prompts, args.images_per_prompt)
+    header = ["entry", *names, "average", "hypervolume"]
+    print(" | ".join(header))
+    for entry in results["entries"]:
+        print(" | ".join([entry["label"], *(f"{entry['rewards'][n]['mean']:.4f}±{entry['rewards'][n]['ci95']:.4f}" for n in [*names, "average"]), f"{entry['hypervolume']:.4g}"]))
+    print(f"wrote {Path(args.out) / 'report.html'}, report.md and results.json")
+
+
 def _sft_pen(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -193,6 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--eta", type=float, default=0.0, help="DDIM η (default 0: deterministic)")
     gen.add_argument("--out", default="grid.png", help="PNG grid to write; prompt, expansions, settings and rewards go to a .json beside it")
     gen.set_defaults(func=_generate)
+
+    ev = sub.add_parser("evaluate", help="score runs and models side by side on a prompt set; writes report.md/.html and results.json")
+    ev.add_argument("--run", action="append", default=[], help="a run folder (its last checkpoint, PEN and inference settings); repeatable")
+    ev.add_argument("--model", action="append", default=[], help="a base model (hub id, folder, builtin:NAME), prompt as given with CFG 5; repeatable")
+    ev.add_argument("--prompts", default="builtin:mini-heldout", help="prompt file: text, JSONL, PartiPrompts TSV (file.tsv#Category=Animals) or builtin:NAME")
+    ev.add_argument("--images-per-prompt", type=int, default=8)
+    ev.add_argument("--rewards", help="comma-separated reward names (default: the first run's rewards)")
+    ev.add_argument("--reference", help="hypervolume reference point, one value per reward (default: 0 each)")
+    ev.add_argument("--seed", type=int, default=1234, help="noise and PEN seed, the same for every entry")
+    ev.add_argument("--out", default="report", help="folder for the report")
+    ev.set_defaults(func=_evaluate)
 
     sft = sub.add_parser("sft-pen", help="supervised fine-tuning of a prompt expansion network on (prompt, expansion) pairs")
     sft.add_argument("--data", required=True, help='JSONL file, one {"prompt": ..., "expansion": ...} per line; or builtin:mini (the mini world grammar)')

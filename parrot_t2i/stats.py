@@ -1,0 +1,37 @@
+"""Statistics for evaluation reports: per-reward means with Student-t confidence intervals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats as scipy_stats
+from torch import Tensor
+
+
+def mean_ci(values: Tensor | np.ndarray | list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width) of the Student-t interval for the mean; half-width is nan for one value.
+
+    Images of one prompt are not independent, so over a prompt set this interval is optimistic
+    by the intra-prompt correlation; the report states n as images and prompts.
+    """
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, float("nan")
+    t = float(scipy_stats.t.ppf(0.5 + confidence / 2, df=len(x) - 1))
+    return mean, t * float(x.std(ddof=1)) / math.sqrt(len(x))
+
+
+def summarize(scores: Tensor, names: list[str], confidence: float = 0.95) -> dict[str, dict[str, float]]:
+    """Per reward column of ``scores`` (B, K): mean, CI half-width and n; plus the per-image average
+    over rewards as "average"."""
+    table = {}
+    for k, name in enumerate(names + ["average"]):
+        column = scores[:, k] if k < len(names) else scores.mean(1)
+        mean, half = mean_ci(column.detach().cpu().numpy(), confidence)
+        table[name] = {"mean": mean, "ci95": half, "n": len(column)}
+    return table

@@ -1,0 +1,49 @@
+"""`parrot evaluate`: a report from a tiny run and a base model, side by side."""
+
+import json
+from html.parser import HTMLParser
+
+from parrot_t2i.cli import main
+
+
+class Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources, self.files, self.tables = [], [], 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.sources.append(attrs["src"])
+            self.files.append(attrs["data-file"])
+        self.tables += tag == "table"
+
+
+def test_evaluate_writes_a_self_contained_report(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", "tiny", "--set", "train.num_iterations=1", "--set", "sample.num_inference_steps=2", "--set", "eval.file=null", "--output-dir", str(run)]) == 0
+    prompts = tmp_path / "parti.tsv"
+    prompts.write_text("Prompt\tCategory\tChallenge\tNote\na red circle\tShapes\tBasic\t\na blue square\tShapes\tBasic\t\na cat\tAnimals\tBasic\t\n")
+    out = tmp_path / "report"
+    argv = ["evaluate", "--run", str(run), "--model", "builtin:tiny", "--prompts", f"{prompts}#Category=Shapes", "--images-per-prompt", "2", "--rewards", "brightness,colorfulness", "--out", str(out)]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [e["label"] for e in results["entries"]] == ["run", "builtin:tiny"] and results["hypervolume_reference"] == [0.0, 0.0]
+    for entry in results["entries"]:
+        assert entry["images"] == 4 and set(entry["rewards"]) == {"brightness", "colorfulness", "average"}
+        brightness = entry["rewards"]["brightness"]
+        assert 0 <= brightness["mean"] <= 1 and brightness["ci95"] > 0 and brightness["n"] == 4
+        assert entry["hypervolume"] > 0
+    assert results["entries"][0]["examples"][0]["prompt"] == "a red circle"  # the run expanded it with its PEN
+    parser = Images()
+    parser.feed((out / "report.html").read_text())
+    assert parser.tables == 1 and sorted(parser.files) == sorted(results["plots"]) and all(s.startswith("data:image/png;base64,") for s in parser.sources)
+    assert {"grid_0.png", "grid_1.png", "front_brightness_colorfulness.png"} <= {p.name for p in out.iterdir()}
+    report = (out / "report.md").read_text()
+    assert "| run |" in report and "| builtin:tiny |" in report and "![brightness vs colorfulness](front_brightness_colorfulness.png)" in report
+    assert "wrote" in capsys.readouterr().out
+
+    assert main(["evaluate", "--model", "builtin:tiny", "--out", str(out)]) == 2
+    assert "--rewards is needed" in capsys.readouterr().err
+    assert main(["evaluate", "--model", "builtin:tiny", "--rewards", "brightness", "--reference", "0,1", "--out", str(out)]) == 2
+    assert "--reference needs one value per reward" in capsys.readouterr().err

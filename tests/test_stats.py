@@ -1,0 +1,34 @@
+"""Confidence intervals for evaluation reports."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from parrot_t2i.stats import mean_ci, summarize
+
+
+def test_mean_ci_by_hand():
+    mean, half = mean_ci([1.0, 2.0, 3.0, 4.0, 5.0])
+    # s = sqrt(2.5); t(0.975, 4) = 2.7764451; half = t · s / sqrt(5)
+    assert mean == 3.0 and half == pytest.approx(2.7764451 * math.sqrt(2.5) / math.sqrt(5), rel=1e-6)
+    assert mean_ci([2.0, 2.0, 2.0]) == (2.0, 0.0)
+    assert math.isnan(mean_ci([7.0])[1]) and mean_ci([7.0])[0] == 7.0
+    assert mean_ci([1.0, float("nan"), 3.0])[0] == 2.0  # non-finite values are left out
+    # 90% is narrower than 95%, which is narrower than 99%
+    x = np.random.default_rng(0).normal(size=50)
+    assert mean_ci(x, 0.90)[1] < mean_ci(x, 0.95)[1] < mean_ci(x, 0.99)[1]
+
+
+def test_interval_covers_the_true_mean_at_its_rate():
+    rng = np.random.default_rng(1)
+    covered = sum(abs(m) <= h for m, h in (mean_ci(rng.normal(size=8)) for _ in range(2000)))
+    assert 0.93 < covered / 2000 < 0.97  # nominal 0.95 for normal data, even at n = 8
+
+
+def test_summarize_adds_the_average_column():
+    scores = torch.tensor([[1.0, 3.0], [3.0, 5.0]])
+    table = summarize(scores, ["a", "b"])
+    assert table["a"]["mean"] == 2.0 and table["b"]["mean"] == 4.0 and table["average"]["mean"] == 3.0
+    assert table["a"]["n"] == 2 and table["a"]["ci95"] == pytest.approx(12.7062047 * math.sqrt(2) / math.sqrt(2), rel=1e-6)
