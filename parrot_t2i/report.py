@@ -72,8 +72,33 @@ def scatter_plot(entries: list[Entry], i: int, j: int, size: int = 360, margin: 
     return image
 
 
-def write_report(entries: list[Entry], out: str | Path, reference: list[float], prompts_label: str, images_per_prompt: int) -> dict:
-    """Write report.md, report.html, results.json, grid_*.png and front_*.png into ``out``."""
+def line_plot(series: dict[str, list[float]], title: str, size: tuple[int, int] = (520, 320), margin: int = 44) -> Image.Image:
+    """Curves over iterations (x = 1..n), one colour per series, y range of all values, legend top right."""
+    values = [v for ys in series.values() for v in ys if v == v]  # drop NaN
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    draw.rectangle([margin, margin, w - margin, h - margin], outline=(0, 0, 0))
+    draw.text((margin, 8), title, fill=(0, 0, 0))
+    if not values:
+        return image
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    n = max(len(ys) for ys in series.values())
+    for k, (name, ys) in enumerate(series.items()):
+        colour = COLOURS[k % len(COLOURS)]
+        points = [(margin + (w - 2 * margin) * (i / max(1, n - 1)), h - margin - (h - 2 * margin) * ((y - lo) / span)) for i, y in enumerate(ys) if y == y]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        draw.text((w // 2, 8 + 12 * (k + 1)), name, fill=colour)
+    draw.text((margin, h - margin + 6), f"iteration 1 … {n}", fill=(0, 0, 0))
+    draw.text((4, margin - 14), f"[{lo:.3g}, {hi:.3g}]", fill=(0, 0, 0))
+    return image
+
+
+def write_report(entries: list[Entry], out: str | Path, reference: list[float], prompts_label: str, images_per_prompt: int, extra: list[tuple[str, Image.Image]] = ()) -> dict:
+    """Write report.md, report.html, results.json, grid_*.png and front_*.png into ``out``;
+    ``extra`` adds (caption, image) figures such as training curves."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = entries[0].evaluation.reward_names
@@ -99,6 +124,10 @@ def write_report(entries: list[Entry], out: str | Path, reference: list[float], 
         path = out / f"front_{names[i]}_{names[j]}.png"
         scatter_plot(entries, i, j).save(path)
         pictures.append((f"{names[i]} vs {names[j]}", path))
+    for n, (caption, figure) in enumerate(extra):
+        path = out / f"figure_{n}.png"
+        figure.save(path)
+        pictures.append((caption, path))
     results["plots"] = [p.name for _, p in pictures]
     (out / "results.json").write_text(json.dumps(results, indent=2))
     markdown = _markdown(results, names, pictures)

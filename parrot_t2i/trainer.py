@@ -420,7 +420,23 @@ def train(config: Config) -> Path:
     acc.end_training()
     if acc.is_main_process:
         print(write_summary(run, history, before, after, time.perf_counter() - started))
+        write_run_report(run, history, before, after)
     return run_dir
+
+
+def write_run_report(run: Run, history: list[dict[str, float]], before: Evaluation | None, after: Evaluation | None) -> None:
+    """The `parrot evaluate` report of this run (before vs after on the held-out prompts) in
+    ``report/``, with the training reward curves; the curves alone without an evaluation set."""
+    from .report import Entry, line_plot, write_report
+    from .runs import last_checkpoint
+
+    curves = line_plot({n: [h.get(f"reward/{n}/mean", float("nan")) for h in history] for n in run.reward_names}, "training batches: mean reward per iteration")
+    curves.save(run.run_dir / "reward_curves.png")
+    if before is None or after is None:
+        return
+    cfg = run.config
+    entries = [Entry("before", cfg.model.pretrained, before), Entry("after", str(last_checkpoint(run.run_dir)), after)]
+    write_report(entries, run.run_dir / "report", [0.0] * len(run.rewards), cfg.eval.file, cfg.eval.images_per_prompt, extra=[("training reward curves", curves)])
 
 
 def _snapshot(params: list[torch.nn.Parameter]) -> list[Tensor]:

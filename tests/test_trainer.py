@@ -140,6 +140,10 @@ def test_train_writes_a_complete_run_folder_and_never_overwrites(tmp_path, capsy
     assert summary["iterations"] == 3 and summary["eval_prompts"] == 30 and summary["eval_images"] == 30
     assert set(summary["before"]) == set(summary["after"]) == {"brightness", "average"}
     assert "| brightness |" in capsys.readouterr().out and "| brightness |" in (run_dir / "summary.md").read_text()
+    report = json.loads((run_dir / "report" / "results.json").read_text())
+    assert [e["label"] for e in report["entries"]] == ["before", "after"] and report["entries"][1]["source"].endswith("iter_000003")
+    assert report["entries"][0]["rewards"]["brightness"]["mean"] == pytest.approx(summary["before"]["brightness"])
+    assert (run_dir / "reward_curves.png").is_file() and "figure_0.png" in report["plots"]
     assert train(config) == tmp_path / "run-2"
 
 
