@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import json
+import math
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -74,7 +75,7 @@ def scatter_plot(entries: list[Entry], i: int, j: int, size: int = 360, margin: 
 
 def line_plot(series: dict[str, list[float]], title: str, size: tuple[int, int] = (520, 320), margin: int = 44) -> Image.Image:
     """Curves over iterations (x = 1..n), one colour per series, y range of all values, legend top right."""
-    values = [v for ys in series.values() for v in ys if v == v]  # drop NaN
+    values = [v for ys in series.values() for v in ys if math.isfinite(v)]
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
     w, h = size
@@ -87,7 +88,7 @@ def line_plot(series: dict[str, list[float]], title: str, size: tuple[int, int] 
     n = max(len(ys) for ys in series.values())
     for k, (name, ys) in enumerate(series.items()):
         colour = COLOURS[k % len(COLOURS)]
-        points = [(margin + (w - 2 * margin) * (i / max(1, n - 1)), h - margin - (h - 2 * margin) * ((y - lo) / span)) for i, y in enumerate(ys) if y == y]
+        points = [(margin + (w - 2 * margin) * (i / max(1, n - 1)), h - margin - (h - 2 * margin) * ((y - lo) / span)) for i, y in enumerate(ys) if math.isfinite(y)]
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
         draw.text((w // 2, 8 + 12 * (k + 1)), name, fill=colour)
