@@ -6,9 +6,24 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from .config import ConfigError, load_config, preset_names
 from .errors import ParrotError
+
+# (check, what the message says is allowed) for _check_flags
+ONE_OR_MORE = (lambda v: v >= 1, ">= 1")
+NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+POSITIVE = (lambda v: v > 0, "> 0")
+UNIT = (lambda v: 0 <= v <= 1, "in [0, 1]")
+
+
+def _check_flags(args: argparse.Namespace, *checks: tuple[str, Callable[[float], bool], str]) -> None:
+    """A one-line error for the first given flag whose value fails its check (unset flags pass)."""
+    for flag, ok, allowed in checks:
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None and not ok(value):
+            raise ConfigError(f"{flag} must be {allowed} (got {value})")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -33,18 +48,14 @@ def _generate(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
     from .evaluate import Inference, infer, inference_from_config, score
-    from .identifiers import DEFAULT_TEMPLATE, identifier_strings, parse_identifiers
+    from .identifiers import DEFAULT_TEMPLATE, choose_identifiers, identifier_strings
     from .images import save_grid
     from .pen import PromptExpander
     from .rewards import build_reward
     from .runs import open_run, run_expander, run_policy
     from .t2i import T2IPolicy
 
-    for flag, ok, allowed in [("--n", args.n >= 1, ">= 1"), ("--eta", 0 <= args.eta <= 1, "in [0, 1]"), ("--w1", args.w1 is None or args.w1 >= 0, ">= 0"), ("--w2", args.w2 is None or args.w2 >= 0, ">= 0")]:
-        if not ok:
-            raise ConfigError(f"{flag} must be {allowed} (got {getattr(args, flag[2:])})")
-    if args.steps is not None and args.steps < 1 or args.guidance_scale is not None and args.guidance_scale < 1:
-        raise ConfigError("--steps must be >= 1 and --guidance-scale >= 1")
+    _check_flags(args, ("--n", *ONE_OR_MORE), ("--eta", *UNIT), ("--w1", *NON_NEGATIVE), ("--w2", *NON_NEGATIVE), ("--steps", *ONE_OR_MORE), ("--guidance-scale", *ONE_OR_MORE))
     reward_names = [r.strip() for r in (args.rewards or "").split(",") if r.strip()]
     if args.run and args.pen:
         raise ConfigError("--pen goes with --model; a run uses its own (trained) PEN")
@@ -67,10 +78,9 @@ def _generate(args: argparse.Namespace) -> None:
         default_identifiers = "none"  # a base model has not learnt any identifier
     if not strings and args.identifiers not in (None, "none"):
         raise ConfigError("--identifiers needs to know the rewards: use --run, or --rewards with --model")
-    chosen = parse_identifiers(args.identifiers or default_identifiers, len(strings))
     inference = replace(
         inference,
-        identifiers=[strings[k - 1] for k in chosen],
+        identifiers=choose_identifiers(args.identifiers or default_identifiers, strings),
         original_guidance=not args.no_original_guidance,
         w1=inference.w1 if args.w1 is None else args.w1,
         w2=inference.w2 if args.w2 is None else args.w2,
@@ -122,8 +132,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     if not args.run and not args.model:
         raise ConfigError("name at least one --run DIR or --model ID to evaluate")
-    if args.images_per_prompt < 1:
-        raise ConfigError(f"--images-per-prompt must be >= 1 (got {args.images_per_prompt})")
+    _check_flags(args, ("--images-per-prompt", *ONE_OR_MORE))
     prompts = read_prompt_file(args.prompts, "--prompts")
     runs = [(run, *open_run(run)) for run in args.run]
     specs = [r.strip() for r in args.rewards.split(",") if r.strip()] if args.rewards else (runs[0][1].rewards if runs else [])
@@ -157,9 +166,7 @@ def _sft_pen(args: argparse.Namespace) -> None:
     from .pen import PromptExpander
     from .pen_sft import read_pairs, sample_from, sft_pen
 
-    for flag, ok, allowed in [("--steps", args.steps >= 1, ">= 1"), ("--batch-size", args.batch_size >= 1, ">= 1"), ("--learning-rate", args.learning_rate > 0, "> 0")]:
-        if not ok:
-            raise ConfigError(f"{flag} must be {allowed} (got {getattr(args, flag[2:].replace('-', '_'))})")
+    _check_flags(args, ("--steps", *ONE_OR_MORE), ("--batch-size", *ONE_OR_MORE), ("--learning-rate", *POSITIVE))
     if args.data == "builtin:mini":
         from .mini.train_pen import grammar_pairs as pairs
     else:
@@ -174,9 +181,7 @@ def _mini(args: argparse.Namespace) -> None:
 
     from .mini import WEIGHTS
 
-    for flag, value in [("--steps", args.steps), ("--finetune-steps", args.finetune_steps)]:
-        if value is not None and value < 1:
-            raise ConfigError(f"{flag} must be >= 1 (got {value})")
+    _check_flags(args, ("--steps", *ONE_OR_MORE), ("--finetune-steps", *ONE_OR_MORE))
     out, work, resume = Path(args.out) if args.out else WEIGHTS, Path(args.work_dir), not args.restart
     steps = {"steps": args.steps} if args.steps else {}
     if args.mini_command == "train-t2i":

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .config import Config
 from .diffusion import guided_noise, original_guided_noise
-from .identifiers import identifier_strings, parse_identifiers
+from .identifiers import choose_identifiers, identifier_strings, with_identifiers
 from .pen import PromptExpander
 from .rewards import Reward
 from .t2i import T2IPolicy
@@ -47,13 +47,11 @@ class Inference:
 
 def inference_from_config(config: Config, expander: PromptExpander | None) -> Inference:
     """The inference a run's ``eval`` settings describe (identifiers only if training used them)."""
-    k = len(config.rewards)
-    chosen = parse_identifiers(config.eval.identifiers, k) if config.prompts.identifiers else []
-    strings = identifier_strings(k, config.prompts.identifier_template, config.prompts.identifier_strings)
+    strings = identifier_strings(len(config.rewards), config.prompts.identifier_template, config.prompts.identifier_strings)
     pen, ev = config.pen, config.eval
     return Inference(
         expander=expander if ev.expand else None,
-        identifiers=[strings[i - 1] for i in chosen],
+        identifiers=choose_identifiers(config.eval.identifiers, strings) if config.prompts.identifiers else [],
         original_guidance=ev.original_prompt_guidance,
         w1=ev.w1,
         w2=ev.w2,
@@ -72,14 +70,12 @@ def conditioned_prompts(policy: T2IPolicy, prompts: list[str], inference: Infere
     Expansions are sampled with the inference seed and shortened so that ĉ' never exceeds the
     T2I text encoder's limit.
     """
-    prefix = " ".join(inference.identifiers)
-    with_prefix = lambda text: f"{prefix} {text}" if prefix else text
     if inference.expander is None:
-        return list(prompts), [with_prefix(p) for p in prompts]
+        return list(prompts), [with_identifiers(p, inference.identifiers) for p in prompts]
     pen = inference.expander
     sampled = pen.sample(prompts, max_new_tokens=inference.max_new_tokens, temperature=inference.temperature, top_p=inference.top_p, seed=inference.seed)
-    expansions = pen.fit_to(sampled, lambda row, text: policy.fits(with_prefix(text))).texts
-    return expansions, [with_prefix(e) for e in expansions]
+    expansions = pen.fit_to(sampled, lambda row, text: policy.fits(with_identifiers(text, inference.identifiers))).texts
+    return expansions, [with_identifiers(e, inference.identifiers) for e in expansions]
 
 
 @torch.no_grad()

@@ -41,6 +41,11 @@ def parse_identifiers(spec: str | int | list[int], num_rewards: int) -> list[int
     return sorted(chosen)
 
 
-def with_identifiers(text: str, strings: list[str], chosen: list[int]) -> str:
-    """``text`` prefixed by the identifiers of ``chosen`` rewards (1-based), in reward order."""
-    return " ".join([strings[k - 1] for k in chosen] + [text])
+def choose_identifiers(spec: str | int | list[int], strings: list[str]) -> list[str]:
+    """The identifier strings ``spec`` ("all", "none", "1,3", ...) selects from ``strings``, in reward order."""
+    return [strings[k - 1] for k in parse_identifiers(spec, len(strings))]
+
+
+def with_identifiers(text: str, identifiers: list[str]) -> str:
+    """``text`` prefixed by ``identifiers`` ("<reward 1> <reward 3> text"); unchanged without any."""
+    return " ".join([*identifiers, text])

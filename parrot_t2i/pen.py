@@ -151,10 +151,9 @@ class PromptExpander:
             )
         ids = out.sequences[:, encoded.input_ids.shape[1] :]  # (B, Le)
         logits = torch.stack(out.logits, 1).float() / temperature  # (B, Le, V) raw model logits
-        log_probs = logits.log_softmax(-1).gather(-1, ids[..., None]).squeeze(-1)
         mask = _until_eos(ids, self.tokenizer.eos_token_id)
         texts = [t.strip() for t in self.tokenizer.batch_decode(ids * mask + self.tokenizer.pad_token_id * (1 - mask), skip_special_tokens=True)]
-        return Expansions(texts, encoded.input_ids, encoded.attention_mask, ids, mask, log_probs * mask)
+        return Expansions(texts, encoded.input_ids, encoded.attention_mask, ids, mask, sampled_log_probs(logits.log_softmax(-1), ids, mask))
 
     def fit_to(self, expansions: Expansions, fits: Callable[[int, str], bool]) -> Expansions:
         """Shorten each expansion to its longest token prefix whose text ``fits(row, text)``.
@@ -175,8 +174,7 @@ class PromptExpander:
 
     def token_log_probs(self, expansions: Expansions, temperature: float = 1.0) -> Tensor:
         """(B, Le) log p_φ of each sampled token, recomputed with gradients; 0 where mask is 0."""
-        log_probs = self.token_distributions(expansions, temperature).gather(-1, expansions.ids[..., None]).squeeze(-1)
-        return log_probs * expansions.mask
+        return sampled_log_probs(self.token_distributions(expansions, temperature), expansions.ids, expansions.mask)
 
     def token_distributions(self, expansions: Expansions, temperature: float = 1.0) -> Tensor:
         """(B, Le, V) log p_φ(· | c, ĉ_<j) at every expansion position, with gradients."""
@@ -199,6 +197,11 @@ class PromptExpander:
             reference = self.token_distributions(expansions, temperature)
         kl = (log_probs.exp() * (log_probs - reference)).sum(-1)  # (B, Le)
         return (kl * expansions.mask).sum(1)
+
+
+def sampled_log_probs(distributions: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+    """(B, L) log-probability of each sampled token under (B, L, V) log-distributions; 0 where mask is 0."""
+    return distributions.gather(-1, ids[..., None]).squeeze(-1) * mask
 
 
 def resolve_pen(name_or_path: str) -> str:

@@ -26,7 +26,7 @@ from .config import Config, ConfigError, save_config
 from .diffusion import Conditioning, Trajectory, sample_trajectory, step_log_prob
 from .errors import ParrotError
 from .evaluate import Evaluation, comparison_table, evaluate, inference_from_config
-from .identifiers import identifier_strings
+from .identifiers import identifier_strings, with_identifiers
 from .images import save_grid
 from .objectives import (
     Objective,
@@ -34,7 +34,7 @@ from .objectives import (
     pen_policy_gradient_loss,
     policy_gradient_loss,
 )
-from .pen import Expansions, PromptExpander
+from .pen import Expansions, PromptExpander, sampled_log_probs
 from .prompts import read_prompt_file
 from .rewards import Reward, build_reward
 from .t2i import T2IPolicy
@@ -70,7 +70,7 @@ def condition(texts: list[str], reward_index: Tensor, identifiers: list[str] | N
     """identifier_{k_i} + " " + text_i (paper §3.3); the texts unchanged without identifiers."""
     if identifiers is None:
         return list(texts)
-    return [f"{identifiers[k]} {text}" for k, text in zip(reward_index.tolist(), texts)]
+    return [with_identifiers(text, [identifiers[k]]) for k, text in zip(reward_index.tolist(), texts)]
 
 
 def load_prompts(config: Config) -> list[str]:
@@ -256,8 +256,7 @@ def expand_batch(run: Run, originals: list[str], groups: Tensor, reward_index: T
         return PromptBatch(originals, groups, reward_index, list(originals), condition(originals, reward_index, run.identifiers))
     seed = int(torch.randint(2**31 - 1, (1,), generator=run.noise_generator, device=run.noise_generator.device))  # per process
     sampled = run.expander.sample(originals, max_new_tokens=pen_cfg.max_new_tokens, temperature=pen_cfg.temperature, top_p=pen_cfg.top_p, seed=seed)
-    prefixes = condition([""] * len(originals), reward_index, run.identifiers)
-    samples = run.expander.fit_to(sampled, lambda row, text: run.policy.fits(prefixes[row] + text))
+    samples = run.expander.fit_to(sampled, lambda row, text: run.policy.fits(condition([text], reward_index[row : row + 1], run.identifiers)[0]))
     return PromptBatch(originals, groups, reward_index, samples.texts, condition(samples.texts, reward_index, run.identifiers), samples)
 
 
@@ -338,8 +337,7 @@ def update_pen(run: Run, samples: Expansions, weights: Tensor) -> dict[str, floa
     for chunk in rows.split(cfg.train.batch_size):
         part = samples[chunk.cpu()]
         distributions = run.expander.token_distributions(part, temperature)
-        token_log_probs = distributions.gather(-1, part.ids[..., None]).squeeze(-1)
-        loss = pen_policy_gradient_loss(token_log_probs, part.mask, weights[chunk])
+        loss = pen_policy_gradient_loss(sampled_log_probs(distributions, part.ids, part.mask), part.mask, weights[chunk])
         if kl_coef > 0:
             kl = run.expander.kl_to_sft(part, distributions, temperature).sum() / len(rows)  # mean over the batch
             loss = loss + kl_coef * kl

@@ -24,8 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     state = torch.load(args.pth, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)
-    head = ScoreHead(state["layers.0.weight"].shape[1])
-    head.load_state_dict(state)  # fails loudly on a file of another shape
+    head = ScoreHead.from_state_dict(state)  # fails loudly on a file of another shape
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, args.out)
     print(f"wrote {args.out}: {sum(v.numel() for v in head.state_dict().values()):,} parameters")
 

@@ -36,8 +36,8 @@ def test_identifier_strings_and_prefixing():
     with pytest.raises(ParrotError, match="2 identifier strings given for 3 rewards"):
         identifier_strings(3, explicit=["<aes>", "<pick>"])
     strings = identifier_strings(4)
-    assert with_identifiers("a red circle", strings, [3, 1]) == "<reward 3> <reward 1> a red circle"
-    assert with_identifiers("a red circle", strings, []) == "a red circle"
+    assert with_identifiers("a red circle", [strings[2], strings[0]]) == "<reward 3> <reward 1> a red circle"
+    assert with_identifiers("a red circle", []) == "a red circle"
 
 
 def test_config_identifiers_and_inference_settings():

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..errors import ParrotError, missing_weights_error
 from .base import register_reward
-from .clip import DTYPES, Preprocess, ScoreHead, clip_preprocess
+from .clip import DTYPES, Preprocess, ScoreHead, check_dtype, clip_preprocess
 
 HEAD_FILE = "image_reward_head.safetensors"
 MEAN, STD = 0.16717362830052426, 1.0333394966054072  # ImageReward's score normalisation
@@ -86,7 +86,7 @@ def save_image_reward(state: dict[str, Tensor], config, tokenizer, out: str | Pa
     out = Path(out)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    ScoreHead(config.text_config.hidden_size).load_state_dict(head)  # checks the head's shape
+    ScoreHead.from_state_dict(head, config.text_config.hidden_size)  # checks the head's shape
     save_file({k: v.contiguous() for k, v in head.items()}, str(out / HEAD_FILE))
     return out
 
@@ -101,8 +101,7 @@ def _load(source: str, dtype: str, device: str):
         tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as err:
         raise missing_weights_error(source, err) from None
-    head = ScoreHead(model.config.text_config.hidden_size)
-    head.load_state_dict(load_file(str(Path(source) / HEAD_FILE)))
+    head = ScoreHead.from_state_dict(load_file(str(Path(source) / HEAD_FILE)), model.config.text_config.hidden_size)
     side = model.config.vision_config.image_size
     return model, tokenizer, head.to(device).eval().requires_grad_(False), Preprocess(side, side, CLIP_MEAN, CLIP_STD)
 
@@ -120,8 +119,7 @@ class ImageReward:
                 "download ImageReward.pt and med_config.json (THUDM/ImageReward) and bert-base-uncased, then "
                 "`python scripts/convert_image_reward.py ImageReward.pt --med-config med_config.json --out image-reward`"
             )
-        if dtype not in DTYPES:
-            raise ParrotError(f"reward 'image_reward': dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+        check_dtype(self.name, dtype)
         self.source, self.dtype = str(model), dtype
 
     @torch.no_grad()

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..errors import ParrotError, missing_weights_error
 from .base import register_reward
-from .clip import DTYPES, Preprocess, clip_preprocess, image_processor
+from .clip import DTYPES, Preprocess, check_dtype, clip_preprocess, image_processor
 
 
 @functools.lru_cache(maxsize=4)
@@ -38,8 +38,7 @@ class ClassifierSentiment:
     def __init__(self, model: str | None = None, positive_labels: list[str] | None = None, dtype: str = "float32"):
         if not model:
             raise ParrotError("reward 'classifier_sentiment' needs model=ID_OR_FOLDER (an image classification model); for zero-shot sentiment use 'clip_sentiment'")
-        if dtype not in DTYPES:
-            raise ParrotError(f"reward 'classifier_sentiment': dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+        check_dtype(self.name, dtype)
         self.source, self.dtype, self.positive_labels = model, dtype, positive_labels
 
     def positive_indices(self, id2label: dict[int, str]) -> list[int]:

@@ -26,6 +26,12 @@ from .base import register_reward
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def check_dtype(reward: str, dtype: str) -> None:
+    """A reward's ``dtype`` argument must name one of ``DTYPES``; checked when the reward is built."""
+    if dtype not in DTYPES:
+        raise ParrotError(f"reward {reward!r}: dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """An image processor's resize, crop and normalisation, applied in torch."""
@@ -107,8 +113,7 @@ class _ClipReward:
     """Shared plumbing: lazy loading on the images' device, image and text embeddings."""
 
     def __init__(self, model: str, processor: str | None = None, dtype: str = "float32"):
-        if dtype not in DTYPES:
-            raise ParrotError(f"reward {self.name!r}: dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+        check_dtype(self.name, dtype)
         self.source, self.processor_source, self.dtype = model, processor, dtype
 
     def _load(self, device: torch.device):
@@ -220,6 +225,13 @@ class ScoreHead(torch.nn.Module):
             torch.nn.Linear(128, 64), torch.nn.Dropout(0.1), torch.nn.Linear(64, 16), torch.nn.Linear(16, 1),
         )
 
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Tensor], dim: int | None = None) -> ScoreHead:
+        """A head holding ``state`` (input size read from it unless given); a mismatch raises RuntimeError."""
+        head = cls(dim or state["layers.0.weight"].shape[1])
+        head.load_state_dict(state)
+        return head
+
     def forward(self, embeds: Tensor) -> Tensor:
         return self.layers(embeds).squeeze(-1)
 
@@ -228,10 +240,8 @@ class ScoreHead(torch.nn.Module):
 def load_aesthetic_head(path: str, device: str) -> ScoreHead:
     from safetensors.torch import load_file
 
-    state = load_file(path)
-    head = ScoreHead(state["layers.0.weight"].shape[1])
     try:
-        head.load_state_dict(state)
+        head = ScoreHead.from_state_dict(load_file(path))
     except RuntimeError as err:
         raise ParrotError(f"{path} is not a LAION aesthetic head ({str(err).splitlines()[0]}); {HEAD_HELP}") from None
     return head.to(device).eval().requires_grad_(False)

@@ -33,6 +33,11 @@ def _mini_resolution(images: Tensor) -> Tensor:
     return images
 
 
+def _luma(images: Tensor) -> Tensor:
+    """(B, 3, H, W) -> (B, H, W) Rec. 601 luma, the brightness both analytic rewards read."""
+    return images[:, 0] * 0.299 + images[:, 1] * 0.587 + images[:, 2] * 0.114
+
+
 def _source(component: str, model: str | None) -> str:
     """The model folder: the given one, or the shipped mini-world weights of ``component``."""
     from ..mini import weights_path
@@ -101,7 +106,7 @@ class MiniAesthetic:
         images = images.float()
         saliency, _ = figure_ground(images)
         contrast = (saliency.flatten(1).quantile(0.95, dim=1) / 0.6).clamp(max=1)
-        luma = images[:, 0] * 0.299 + images[:, 1] * 0.587 + images[:, 2] * 0.114
+        luma = _luma(images)
         # RMS (not mean-absolute) gradient: blurring an edge keeps its total variation but
         # spreads it over more pixels, which lowers the mean square.
         gradient = (luma[:, 1:, :-1] - luma[:, :-1, :-1]).square() + (luma[:, :-1, 1:] - luma[:, :-1, :-1]).square()
@@ -127,8 +132,8 @@ class MiniSentiment:
     @torch.no_grad()
     def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
         images = images.float()
-        r, g, b = images.unbind(1)
-        brightness = (0.299 * r + 0.587 * g + 0.114 * b).mean((1, 2))
+        r, _, b = images.unbind(1)
+        brightness = _luma(images).mean((1, 2))
         warmth = (r - b).mean((1, 2))
         chroma = (images.amax(1) - images.amin(1)).mean((1, 2))
         return torch.sigmoid(6 * (brightness - 0.5) + 4 * warmth + 4 * (chroma - 0.2))
