@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from .config import ConfigError, load_config, preset_names
 from .errors import ParrotError
@@ -30,6 +31,14 @@ def _train(args: argparse.Namespace) -> None:
     from .trainer import train
 
     overrides = list(args.set or [])
+    if args.resume:
+        run_dir = Path(args.resume)
+        if args.config or args.output_dir:
+            raise ConfigError("--resume continues a run with its own config.yaml and folder: drop --config/--output-dir (--set may extend it, e.g. train.num_iterations)")
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"--resume {args.resume!r} is not a run folder (no config.yaml in it)")
+        train(load_config(run_dir / "config.yaml", [*overrides, f"train.output_dir={run_dir}"]), resume=run_dir)
+        return
     if args.output_dir:
         overrides.append(f"train.output_dir={args.output_dir}")
     train(load_config(args.config, overrides))
@@ -121,7 +130,6 @@ def _generate(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from dataclasses import replace
-    from pathlib import Path
 
     from .evaluate import Inference, evaluate, inference_from_config
     from .prompts import read_prompt_file
@@ -216,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help=f"YAML preset: a path or a packaged name ({', '.join(preset_names())}); default: built-in defaults")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. --set train.learning_rate=1e-5 (repeatable)")
     train.add_argument("--output-dir", help="run folder (same as --set train.output_dir=...)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its newest checkpoint (bit-identical on CPU)")
     train.set_defaults(func=_train)
 
     rewards = sub.add_parser("rewards", help="list the registered reward names")

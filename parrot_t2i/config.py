@@ -173,8 +173,9 @@ class TrainConfig:
     seed: int = 0
     # Run folder: TensorBoard logs, sample grids, checkpoints, resolved config.
     output_dir: str = "runs/parrot"
-    # Save trainable weights every N iterations (0: only at the end).
-    checkpoint_every: int = 0
+    # Checkpoint (trainable weights + resume state) every N iterations (0: only at the end and on
+    # Ctrl-C); `parrot train --resume RUN_DIR` continues from the newest one.
+    checkpoint_every: int = 10
     # Log an image grid every N iterations (0: never, except first and last).
     log_images_every: int = 10
 

@@ -18,5 +18,7 @@ def missing_weights_error(name_or_path: str, cause: Exception) -> ParrotError:
         f"not found in the Hugging Face cache ({cache}){' while HF_HUB_OFFLINE is set' if offline else ''}. "
         "Download it on a machine with network access (e.g. `huggingface-cli download ID`) and copy the cache, "
         "set HF_HOME/HF_HUB_CACHE to where it lives, or pass a local diffusers folder as model.pretrained. "
+        "Weights are read only from safetensors files: a model that ships only pickled weights "
+        "(pytorch_model.bin) must be converted once, on a machine you trust (docs/REAL_MODELS.md). "
         f"(underlying error: {str(cause).splitlines()[0] if str(cause) else type(cause).__name__})"
     )

@@ -70,7 +70,7 @@ class PromptExpander:
         """
         source = resolve_pen(name_or_path)
         try:
-            model = AutoModelForCausalLM.from_pretrained(source)
+            model = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True)
             tokenizer = AutoTokenizer.from_pretrained(source)
         except OSError as err:
             raise missing_weights_error(name_or_path, err) from None
@@ -93,7 +93,8 @@ class PromptExpander:
 
             conv1d = any(isinstance(m, Conv1D) for m in self.model.modules())  # GPT-2 stores linear layers transposed
             config = LoraConfig(r=lora_rank, lora_alpha=lora_alpha or lora_rank, target_modules="all-linear", lora_dropout=0.0, fan_in_fan_out=conv1d, task_type="CAUSAL_LM")
-            self.model = get_peft_model(self.model, config)
+            self.model = get_peft_model(self.model, config).eval()  # peft leaves it in train mode: dropout would make
+            # the sampled expansions and their recomputed log-probs disagree
         elif mode == "full":
             self.model.requires_grad_(True)
         else:
@@ -112,20 +113,25 @@ class PromptExpander:
             save_model(self.model, str(directory / FULL_WEIGHTS))
 
     def load_trainable(self, directory: str | Path, mode: str) -> None:
-        """Load what :meth:`save_trainable` wrote onto this (SFT) PEN."""
-        directory = Path(directory)
-        try:
-            if mode == "lora":
-                from peft import PeftModel
+        """Load what :meth:`save_trainable` wrote: onto this SFT PEN (for inference), or into the
+        weights :meth:`set_trainable` made trainable (resuming training; they stay trainable)."""
+        from peft import PeftModel
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file, load_model
 
+        directory = Path(directory)
+        training = any(p.requires_grad for p in self.model.parameters())
+        try:
+            if mode == "lora" and isinstance(self.model, PeftModel):
+                set_peft_model_state_dict(self.model, load_file(directory / "adapter_model.safetensors"))
+            elif mode == "lora":
                 self.model = PeftModel.from_pretrained(self.model, str(directory))
             else:
-                from safetensors.torch import load_model
-
                 load_model(self.model, str(directory / FULL_WEIGHTS))
         except (OSError, RuntimeError, ValueError) as err:
             raise ParrotError(f"{directory}: cannot load the trained PEN ({str(err).splitlines()[0]})") from None
-        self.model.requires_grad_(False).eval()
+        if not training:
+            self.model.requires_grad_(False).eval()
 
     def _prompts(self, prompts: list[str]):
         texts = [self.template.format(prompt=p) for p in prompts]

@@ -74,13 +74,13 @@ class T2IPolicy:
         source = resolve_model(name_or_path)
         try:
             index = DiffusionPipeline.load_config(source)
-            unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=torch_dtype)
-            text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=torch_dtype)
+            unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=torch_dtype, use_safetensors=True)
+            text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=torch_dtype, use_safetensors=True)
             tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
             scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
-            vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=torch_dtype) if "vae" in index else None
+            vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=torch_dtype, use_safetensors=True) if "vae" in index else None
             sdxl = "text_encoder_2" in index
-            text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2", torch_dtype=torch_dtype) if sdxl else None
+            text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2", torch_dtype=torch_dtype, use_safetensors=True) if sdxl else None
             tokenizer_2 = AutoTokenizer.from_pretrained(source, subfolder="tokenizer_2") if sdxl else None
         except OSError as err:
             raise missing_weights_error(name_or_path, err) from None

@@ -9,21 +9,28 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import tempfile
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import broadcast_object_list, set_seed
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .checkpoint import (
+    load_checkpoint,
+    restore,
+    resumable_checkpoint,
+    save_checkpoint,
+    snapshot,
+)
 from .config import Config, ConfigError, save_config
 from .diffusion import Conditioning, Trajectory, sample_trajectory, step_log_prob
+from .distributed import gather_rows, process_rows, sum_gradients
 from .errors import ParrotError
 from .evaluate import Evaluation, comparison_table, evaluate, inference_from_config
 from .identifiers import identifier_strings, with_identifiers
@@ -93,7 +100,6 @@ class Run:
     config: Config
     accelerator: Accelerator
     policy: T2IPolicy
-    unet: torch.nn.Module  # policy.unet as prepared by accelerate (DDP-wrapped when distributed)
     params: list[torch.nn.Parameter]  # the T2I parameters RL trains (empty when train.t2i is false)
     optimizer: torch.optim.Optimizer | None
     expander: PromptExpander | None  # the PEN; None without prompt expansion
@@ -104,8 +110,8 @@ class Run:
     objective: Objective
     prompts: list[str]
     uncond: Conditioning  # (1, L, D) embedding of the empty negative prompt, encoded once
-    generator: torch.Generator  # same seed on every process: prompt choice and timestep order
-    noise_generator: torch.Generator  # per process: the sampler's noise
+    generator: torch.Generator  # same seed on every process: the global batch's prompts
+    noise_generator: torch.Generator  # per process: the sampler's noise, PEN sampling, timestep subsets
     run_dir: Path
 
     @property
@@ -116,35 +122,37 @@ class Run:
 
 def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision, log_with="tensorboard", project_dir=str(run_dir) if run_dir else None)
-    set_seed(config.train.seed)
-    rewards = [build_reward(spec) for spec in config.rewards]
     names = [spec.name for spec in config.rewards]
     objective = Objective(config.objective, names)
     prompts = load_prompts(config)
     t, pen = config.train, config.pen
-    policy = T2IPolicy.from_pretrained(config.model.pretrained).to(accelerator.device)
+    with accelerator.main_process_first():  # one process fills the model caches, the others then read them
+        rewards = [build_reward(spec) for spec in config.rewards]
+        policy = T2IPolicy.from_pretrained(config.model.pretrained)
+        expander = PromptExpander.from_pretrained(pen.pretrained, pen.template) if pen.pretrained else None
+    policy.to(accelerator.device)
     policy.scheduler.set_timesteps(config.sample.num_inference_steps, device=accelerator.device)
-    params = policy.set_trainable(config.model.trainable, config.model.lora_rank, config.model.lora_alpha) if t.t2i else []
     if config.model.gradient_checkpointing:
         policy.unet.enable_gradient_checkpointing()
     if config.model.vae_slicing and policy.vae is not None:
         policy.vae.enable_slicing()
-    optimizer = _adamw(params, t.learning_rate, t) if params else None
-    unet, optimizer = accelerator.prepare(policy.unet, optimizer) if optimizer else (accelerator.prepare(policy.unet), None)
-    expander, pen_params, pen_optimizer = None, [], None
-    if pen.pretrained:
-        expander = PromptExpander.from_pretrained(pen.pretrained, pen.template)
+    if expander is not None:
         expander.model.to(accelerator.device)
-        if t.pen:
-            pen_params = expander.set_trainable(pen.trainable, pen.lora_rank, pen.lora_alpha)
-            pen_optimizer = accelerator.prepare(_adamw(pen_params, pen.learning_rate, t))
+    # Seeded after loading: building a missing built-in model draws random numbers, and a cold or
+    # warm model cache must not change the LoRA initialisation or anything after it.
+    set_seed(t.seed)
+    params = policy.set_trainable(config.model.trainable, config.model.lora_rank, config.model.lora_alpha) if t.t2i else []
+    # Only the optimisers are prepared: the networks are not DDP-wrapped, distributed.sum_gradients
+    # sums their gradients (a process with nothing selected would leave DDP's hooks waiting).
+    optimizer = accelerator.prepare(_adamw(params, t.learning_rate, t)) if params else None
+    pen_params = expander.set_trainable(pen.trainable, pen.lora_rank, pen.lora_alpha) if expander is not None and t.pen else []
+    pen_optimizer = accelerator.prepare(_adamw(pen_params, pen.learning_rate, t)) if pen_params else None
     noise_generator = torch.Generator(accelerator.device).manual_seed(t.seed * 1009 + accelerator.process_index)
     logger.info("rewards: %s; trainable parameters: T2I %d, PEN %d", names, sum(p.numel() for p in params), sum(p.numel() for p in pen_params))
     return Run(
         config=config,
         accelerator=accelerator,
         policy=policy,
-        unet=unet,
         params=params,
         optimizer=optimizer,
         expander=expander,
@@ -170,10 +178,13 @@ def _adamw(params: list[torch.nn.Parameter], lr: float, t) -> torch.optim.AdamW:
 
 @dataclass
 class IterationResult:
-    batch: PromptBatch
-    images: Tensor  # (B, 3, H, W) in [0, 1]
-    rewards: Tensor  # (B, K)
-    selection: Selection
+    """One iteration's samples (this process's) and decisions (the global batch's)."""
+
+    batch: PromptBatch  # this process's B samples
+    images: Tensor  # (B, 3, H, W) in [0, 1], this process's
+    rewards: Tensor  # (world · B, K), every process's rewards in process order
+    selection: Selection  # over the world · B samples
+    weights: Tensor  # (B,) this process's policy-gradient weights: its rows of selection.weights
     stats: dict[str, float]
 
 
@@ -186,9 +197,12 @@ def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True) ->
     cfg, acc = run.config, run.accelerator
     started = time.perf_counter()
 
-    # 1. Prompts: draw this iteration's prompts, N samples each, each credited to one reward.
-    chosen = torch.randint(len(run.prompts), (cfg.sample.prompts_per_iteration,), generator=run.generator)
+    # 1. Prompts: draw the global batch's prompts (same on every process), keep this process's
+    #    slice, N samples each, each credited to one reward. Group ids are global prompt slots.
+    per_process = cfg.sample.prompts_per_iteration
+    chosen = torch.randint(len(run.prompts), (per_process * acc.num_processes,), generator=run.generator)[process_rows(acc, per_process)]
     originals, groups, reward_index = assign_rewards([run.prompts[i] for i in chosen], len(run.rewards), cfg.sample.images_per_prompt)
+    groups = groups + acc.process_index * per_process
 
     # 2. Expand: ĉ ~ p_φ(·|c) per sample, then c_k = identifier_k + " " + ĉ.
     batch = expand_batch(run, originals, groups, reward_index)
@@ -199,26 +213,30 @@ def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True) ->
     trajectory, images = sample_batch(run, cond)
     sampled = time.perf_counter()
 
-    # 4. Score every image with all K rewards, against the original prompt.
-    rewards = torch.stack([reward(images, batch.originals).to(images.device).float() for reward in run.rewards], 1)  # (B, K)
+    # 4. Score every image with all K rewards, against the original prompt; gather the global batch.
+    local_rewards = torch.stack([reward(images, batch.originals).to(images.device).float() for reward in run.rewards], 1)  # (B, K)
+    rewards, all_groups, all_reward_index = (gather_rows(acc, t.to(acc.device)).cpu() for t in (local_rewards, batch.groups, batch.reward_index))
     invalid = int((~torch.isfinite(rewards).all(1)).sum())
     if invalid:
         logger.warning("%d sample(s) had a non-finite reward and were excluded from this update", invalid)
     scored = time.perf_counter()
 
-    # 5. Select: Pareto set and per-sample weights (Eq. 4 or a baseline objective).
-    selection = run.objective(rewards.cpu(), batch.groups, batch.reward_index)
+    # 5. Select on the global batch: Pareto set and per-sample weights (Eq. 4 or a baseline
+    #    objective); every process computes the same selection and keeps its own rows' weights.
+    selection = run.objective(rewards, all_groups, all_reward_index)
+    weights = selection.weights[process_rows(acc, len(batch.originals))].to(acc.device)
+    any_selected = bool(selection.weights.ne(0).any())
 
     # 6. T2I update over the timesteps of the selected samples only.
     stats: dict[str, float] = {}
-    if train_t2i and run.optimizer is not None:
-        loss, grad_norm = update_t2i(run, trajectory, cond, selection.weights.to(acc.device))
+    if train_t2i and run.optimizer is not None and any_selected:
+        loss, grad_norm = update_t2i(run, trajectory, cond, weights)
         stats.update({"loss": loss, "grad_norm": grad_norm, "lr": run.optimizer.param_groups[0]["lr"]})
     updated = time.perf_counter()
 
     # 7. PEN update: REINFORCE on the expansion tokens with the same per-sample weights.
-    if train_pen and run.pen_optimizer is not None and batch.pen_samples is not None:
-        stats.update(update_pen(run, batch.pen_samples, selection.weights.to(acc.device)))
+    if train_pen and run.pen_optimizer is not None and batch.pen_samples is not None and (any_selected or cfg.pen.kl_coef > 0):
+        stats.update(update_pen(run, batch.pen_samples, weights))
     pen_updated = time.perf_counter()
 
     # 8. Statistics for the progress bar, TensorBoard and metrics.jsonl.
@@ -237,12 +255,12 @@ def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True) ->
     )
     if batch.pen_samples is not None:
         stats["pen/expansion_tokens"] = float(batch.pen_samples.mask.sum(1).float().mean())
-    for k, name in enumerate(run.reward_names):
-        column = rewards[selection.valid.to(rewards.device), k]
+    for k, name in enumerate(run.reward_names):  # over the global batch
+        column = rewards[selection.valid, k]
         if len(column):
             for stat, value in [("mean", column.mean()), ("std", column.std(unbiased=False)), ("min", column.min()), ("max", column.max())]:
                 stats[f"reward/{name}/{stat}"] = value.item()
-    return IterationResult(batch, images, rewards, selection, stats)
+    return IterationResult(batch, images, rewards, selection, weights, stats)
 
 
 def expand_batch(run: Run, originals: list[str], groups: Tensor, reward_index: Tensor) -> PromptBatch:
@@ -267,7 +285,7 @@ def sample_batch(run: Run, cond: Conditioning) -> tuple[Trajectory, Tensor]:
     parts, images = [], []
     with run.accelerator.autocast():
         for idx in torch.arange(len(cond)).split(cfg.batch_size):
-            part = sample_trajectory(run.unet, run.policy.scheduler, cond[idx], run.uncond.expand(len(idx)), shape, cfg.guidance_scale, cfg.eta, run.noise_generator)
+            part = sample_trajectory(run.policy.unet, run.policy.scheduler, cond[idx], run.uncond.expand(len(idx)), shape, cfg.guidance_scale, cfg.eta, run.noise_generator)
             parts.append(part)
             images.append(run.policy.decode(part.latents[:, -1]))
     trajectory = Trajectory(torch.cat([p.latents for p in parts]), parts[0].timesteps, torch.cat([p.log_probs for p in parts]))
@@ -275,34 +293,34 @@ def sample_batch(run: Run, cond: Conditioning) -> tuple[Trajectory, Tensor]:
 
 
 def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Tensor) -> tuple[float, float]:
-    """Accumulate the policy gradient over timesteps × chunks of non-zero-weight samples, then step once.
+    """Accumulate the policy gradient over timesteps × chunks of non-zero-weight samples, sum it
+    across processes, then step once (per inner epoch).
 
     Zero-weight samples (dominated, in Parrot) never reach a forward or backward pass. With
     ``timestep_fraction < 1`` each sample trains on a random subset of its steps, scaled by
     T / steps so the loss stays an unbiased estimate of the sum over all T steps.
     """
     cfg, acc = run.config, run.accelerator
-    active = weights.nonzero().squeeze(1)  # (P,)
+    active = weights.nonzero().squeeze(1)  # (P,) on this process; may be empty while peers have some
     num_steps = trajectory.log_probs.shape[1]
     steps_trained = max(1, math.ceil(cfg.train.timestep_fraction * num_steps))
     scale = num_steps / steps_trained
     total_loss, grad_norm = 0.0, 0.0
-    run.unet.train()
+    unet = run.policy.unet
+    unet.train()
     for _ in range(cfg.train.num_inner_epochs):
-        if len(active) == 0:
-            break
-        if steps_trained < num_steps:
-            order = torch.stack([torch.randperm(num_steps, generator=run.generator)[:steps_trained] for _ in active])
+        if steps_trained < num_steps:  # a random subset of steps per sample (one permutation per row)
+            gen = run.noise_generator
+            order = torch.rand(len(active), num_steps, generator=gen, device=gen.device).argsort(1)[:, :steps_trained]
         else:
             order = torch.arange(num_steps).expand(len(active), num_steps)
         order = order.to(trajectory.latents.device)  # (P, steps_trained) step indices per sample
-        chunks = [(j, rows) for j in range(steps_trained) for rows in torch.arange(len(active), device=active.device).split(cfg.train.batch_size)]
-        for c, (j, rows) in enumerate(chunks):
+        chunks = [(j, rows) for j in range(steps_trained) for rows in _split(torch.arange(len(active), device=active.device), cfg.train.batch_size)]
+        for j, rows in chunks:
             idx, step = active[rows], order[rows, j]
-            sync = c == len(chunks) - 1  # all-reduce gradients once, after the last chunk
-            with acc.autocast(), (nullcontext() if sync else acc.no_sync(run.unet)):
+            with acc.autocast():
                 log_prob = step_log_prob(
-                    run.unet,
+                    unet,
                     run.policy.scheduler,
                     trajectory.latents[idx, step],
                     trajectory.latents[idx, step + 1],
@@ -313,12 +331,14 @@ def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Te
                     cfg.sample.eta,
                 )
                 loss = scale * policy_gradient_loss(log_prob, trajectory.log_probs[idx, step], weights[idx], cfg.train.clip_range)
-                acc.backward(loss)
+            acc.backward(loss)
             total_loss += loss.item()
+        sum_gradients(acc, run.params)
         grad_norm = float(acc.clip_grad_norm_(run.params, cfg.train.max_grad_norm))
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
-    run.unet.eval()
+    unet.eval()
+    total_loss = float(acc.reduce(torch.tensor(total_loss, device=acc.device), "sum"))  # the global batch's loss
     return total_loss / cfg.train.num_inner_epochs, grad_norm
 
 
@@ -331,26 +351,32 @@ def update_pen(run: Run, samples: Expansions, weights: Tensor) -> dict[str, floa
     cfg, acc = run.config, run.accelerator
     kl_coef, temperature = cfg.pen.kl_coef, cfg.pen.temperature
     rows = torch.arange(len(weights), device=weights.device) if kl_coef > 0 else weights.nonzero().squeeze(1)
-    if len(rows) == 0:
-        return {"pen/loss": 0.0, "pen/grad_norm": 0.0}
-    total_loss, total_kl = 0.0, 0.0
-    for chunk in rows.split(cfg.train.batch_size):
+    total_loss, total_kl = 0.0, 0.0  # rows may be empty here while other processes have some
+    for chunk in _split(rows, cfg.train.batch_size):
         part = samples[chunk.cpu()]
         distributions = run.expander.token_distributions(part, temperature)
         loss = pen_policy_gradient_loss(sampled_log_probs(distributions, part.ids, part.mask), part.mask, weights[chunk])
         if kl_coef > 0:
-            kl = run.expander.kl_to_sft(part, distributions, temperature).sum() / len(rows)  # mean over the batch
+            kl = run.expander.kl_to_sft(part, distributions, temperature).sum() / (len(rows) * acc.num_processes)  # mean over the global batch
             loss = loss + kl_coef * kl
             total_kl += kl.item()
         acc.backward(loss)
         total_loss += loss.item()
+    sum_gradients(acc, run.pen_params)
     grad_norm = float(acc.clip_grad_norm_(run.pen_params, cfg.train.max_grad_norm))
     run.pen_optimizer.step()
     run.pen_optimizer.zero_grad(set_to_none=True)
     stats = {"pen/loss": total_loss, "pen/grad_norm": grad_norm}
     if kl_coef > 0:
         stats["pen/kl"] = total_kl
+    totals = acc.reduce(torch.tensor(list(stats.values()), device=acc.device), "sum")  # the global batch's loss and KL
+    stats.update({k: float(v) for k, v in zip(stats, totals) if k != "pen/grad_norm"})
     return stats
+
+
+def _split(rows: Tensor, size: int) -> tuple[Tensor, ...]:
+    """``rows.split(size)``, but no chunk at all for no rows (``split`` gives one empty chunk)."""
+    return rows.split(size) if len(rows) else ()
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -374,10 +400,21 @@ def phases(config: Config) -> list[Phase]:
     return [Phase("parrot" if t.t2i and t.pen else ("T2I only" if t.t2i else "PEN only"), t.t2i, t.pen)]
 
 
-def train(config: Config) -> Path:
-    """Run every phase's ``config.train.num_iterations`` iterations; returns the run folder."""
+def train(config: Config, resume: Path | None = None) -> Path:
+    """Run every phase's ``config.train.num_iterations`` iterations; returns the run folder.
+
+    ``resume``: a run folder whose newest checkpoint with a resume state is continued; on CPU
+    the result is bit-identical to a run that was never interrupted.
+    """
     held_out = read_prompt_file(config.eval.file, "eval.file") if config.eval.file else None
-    run_dir = _fresh_run_dir(Path(config.train.output_dir))
+    plan = phases(config)
+    total = config.train.num_iterations * len(plan)
+    run_dir = resume if resume is not None else _shared(lambda: _fresh_run_dir(Path(config.train.output_dir)))
+    checkpoint = None
+    if resume is not None:
+        checkpoint, done = resumable_checkpoint(run_dir)
+        if done >= total:
+            raise ParrotError(f"{run_dir} already finished its {total} iterations; to train longer, resume with --set train.num_iterations=N (N > {config.train.num_iterations})")
     run = setup_run(config, run_dir)
     acc = run.accelerator
     if acc.is_main_process:
@@ -385,34 +422,39 @@ def train(config: Config) -> Path:
     acc.init_trackers("tensorboard")
     started = time.perf_counter()
     before = evaluate_run(run, held_out, "before") if held_out and acc.is_main_process else None
-    history: list[dict[str, float]] = []
-    plan = phases(config)
-    total, done = config.train.num_iterations * len(plan), 0
-    base_t2i = _snapshot(run.params) if len(plan) > 1 else None  # decoupled: the PEN phase sees the base model
-    trained_t2i = None
+    base_t2i = snapshot(run.params) if len(plan) > 1 else None  # decoupled: the PEN phase sees the base model
+    trained_t2i = None  # decoupled, PEN phase: the first phase's T2I weights, set aside
+    done = 0
+    if checkpoint is not None:
+        done, aside = load_checkpoint(run, checkpoint)
+        if aside:  # the checkpoint holds the combined model: put its T2I weights aside again
+            trained_t2i = snapshot(run.params)
+            restore(run.params, base_t2i)
+        logger.info("resuming %s from %s (iteration %d of %d)", run_dir, checkpoint.name, done, total)
+    history = _history(run_dir, done) if acc.is_main_process else []
     try:
-        with tqdm(total=total, desc="parrot", unit="it", disable=not acc.is_main_process, dynamic_ncols=True) as bar:
-            for phase in plan:
-                if base_t2i is not None and not phase.t2i:
-                    trained_t2i = _snapshot(run.params)
-                    _restore(run.params, base_t2i)
-                bar.set_description(phase.name)
-                for _ in range(config.train.num_iterations):
+        with tqdm(total=total, initial=done, desc="parrot", unit="it", disable=not acc.is_main_process, dynamic_ncols=True) as bar:
+            for p, phase in enumerate(plan):
+                for i in range(config.train.num_iterations):
+                    if p * config.train.num_iterations + i < done:
+                        continue  # finished before the resume
+                    if base_t2i is not None and not phase.t2i and trained_t2i is None:
+                        trained_t2i = snapshot(run.params)
+                        restore(run.params, base_t2i)
+                    bar.set_description(phase.name)
                     result = train_iteration(run, phase.t2i, phase.pen)
                     done += 1  # the weights now are those of this iteration
                     history.append(result.stats)
                     bar.update()
                     bar.set_postfix({"|P|": int(result.stats["selected"]), **{n: f"{result.stats.get(f'reward/{n}/mean', float('nan')):.3f}" for n in run.reward_names}})
-                    record_iteration(run, result, done, total)
-            if trained_t2i is not None:
-                _restore(run.params, trained_t2i)  # decoupled: combine the separately trained networks
+                    record_iteration(run, result, done, total, trained_t2i)
     except KeyboardInterrupt:  # keep what was trained so far
-        if trained_t2i is not None:
-            _restore(run.params, trained_t2i)
         if done:
-            logger.warning("interrupted: saving the weights of iteration %d to %s", done, run_dir / "checkpoints")
-            save_checkpoint(run, done)
+            logger.warning("interrupted: saving iteration %d to %s; continue with `parrot train --resume %s`", done, run_dir / "checkpoints", run_dir)
+            save_checkpoint(run, done, trained_t2i)
         raise
+    if trained_t2i is not None:
+        restore(run.params, trained_t2i)  # decoupled: combine the separately trained networks
     save_checkpoint(run, total)
     after = evaluate_run(run, held_out, "after") if before is not None else None
     acc.end_training()
@@ -420,6 +462,16 @@ def train(config: Config) -> Path:
         print(write_summary(run, history, before, after, time.perf_counter() - started))
         write_run_report(run, history, before, after)
     return run_dir
+
+
+def _history(run_dir: Path, done: int) -> list[dict[str, float]]:
+    """The statistics of the first ``done`` iterations from metrics.jsonl, which is cut back to
+    them: iterations after the checkpoint a run resumes from are run again."""
+    path = run_dir / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    kept = [r for r in records if r["iteration"] <= done]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return [{k: v for k, v in r.items() if k != "iteration"} for r in kept]
 
 
 def write_run_report(run: Run, history: list[dict[str, float]], before: Evaluation | None, after: Evaluation | None) -> None:
@@ -435,16 +487,6 @@ def write_run_report(run: Run, history: list[dict[str, float]], before: Evaluati
     cfg = run.config
     entries = [Entry("before", cfg.model.pretrained, before), Entry("after", str(last_checkpoint(run.run_dir)), after)]
     write_report(entries, run.run_dir / "report", [0.0] * len(run.rewards), cfg.eval.file, cfg.eval.images_per_prompt, extra=[("training reward curves", curves)])
-
-
-def _snapshot(params: list[torch.nn.Parameter]) -> list[Tensor]:
-    return [p.detach().clone() for p in params]
-
-
-def _restore(params: list[torch.nn.Parameter], values: list[Tensor]) -> None:
-    with torch.no_grad():
-        for p, v in zip(params, values):
-            p.copy_(v)
 
 
 def evaluate_run(run: Run, prompts: list[str], tag: str) -> Evaluation:
@@ -466,7 +508,7 @@ def evaluate_run(run: Run, prompts: list[str], tag: str) -> Evaluation:
     return result
 
 
-def record_iteration(run: Run, result: IterationResult, iteration: int, total: int) -> None:
+def record_iteration(run: Run, result: IterationResult, iteration: int, total: int, trained_t2i: list[Tensor] | None = None) -> None:
     """After an iteration: TensorBoard scalars, metrics.jsonl, image grids and periodic checkpoints."""
     cfg, acc = run.config.train, run.accelerator
     acc.log(result.stats, step=iteration)
@@ -476,7 +518,7 @@ def record_iteration(run: Run, result: IterationResult, iteration: int, total: i
         if iteration in (1, total) or (cfg.log_images_every and iteration % cfg.log_images_every == 0):
             log_images(run, result.images, iteration)
     if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration != total:
-        save_checkpoint(run, iteration)
+        save_checkpoint(run, iteration, trained_t2i)
 
 
 def log_images(run: Run, images: Tensor, iteration: int, limit: int = 16) -> None:
@@ -484,28 +526,6 @@ def log_images(run: Run, images: Tensor, iteration: int, limit: int = 16) -> Non
     save_grid(shown, run.run_dir / "samples" / f"iter_{iteration:06d}.png")
     tracker = run.accelerator.get_tracker("tensorboard", unwrap=True)
     tracker.add_images("samples", shown.float().cpu(), global_step=iteration)
-
-
-def save_checkpoint(run: Run, iteration: int) -> Path:
-    """Write trainable weights to checkpoints/iter_N atomically (staging folder + rename): the
-    T2I model's at the top (LoRA in the layout ``pipeline.load_lora_weights`` reads), the PEN's
-    in ``pen/``."""
-    acc = run.accelerator
-    target = run.run_dir / "checkpoints" / f"iter_{iteration:06d}"
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
-        if run.params:
-            run.policy.save_trainable(staging, run.config.model.trainable)
-        if run.pen_params:
-            run.expander.save_trainable(staging / "pen", run.config.pen.trainable)
-        save_config(run.config, staging / "config.yaml")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    acc.wait_for_everyone()
-    return target
 
 
 def write_summary(run: Run, history: list[dict[str, float]], before: Evaluation | None, after: Evaluation | None, seconds: float) -> str:
@@ -535,6 +555,13 @@ def write_summary(run: Run, history: list[dict[str, float]], before: Evaluation 
     (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     (run.run_dir / "summary.md").write_text(f"# Run summary\n\n{text}\n")
     return text
+
+
+def _shared(make: Callable[[], Path]) -> Path:
+    """``make()`` on the main process, its result on every process (one run folder, not one each)."""
+    state = PartialState()
+    made = [make() if state.is_main_process else None]
+    return broadcast_object_list(made)[0] if state.num_processes > 1 else made[0]
 
 
 def _fresh_run_dir(path: Path) -> Path:

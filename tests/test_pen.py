@@ -26,9 +26,11 @@ def test_mini_pen_samples_faithful_expansions_with_log_probs():
     assert again.texts == out.texts and torch.equal(again.log_probs, out.log_probs)  # seeded
 
 
-def test_recomputed_log_probs_match_sampling_and_carry_gradients():
-    pen = PromptExpander.from_pretrained("builtin:mini")
-    pen.set_trainable("full")
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_recomputed_log_probs_match_sampling_and_carry_gradients(mode):
+    pen = PromptExpander.from_pretrained("builtin:mini")  # GPT-2 with dropout 0.1, which must stay off
+    pen.set_trainable(mode, lora_rank=4)
+    assert not any(m.training for m in pen.model.modules())
     prompts = ["a red circle", "a green triangle on a white background"]  # different lengths: left padding
     for temperature in (1.0, 0.7):
         out = pen.sample(prompts, seed=1, temperature=temperature, top_p=0.9)
@@ -108,3 +110,16 @@ def test_sft_batch_labels_only_the_expansion_and_eos():
         assert target == tok(expansion, add_special_tokens=False).input_ids + [tok.eos_token_id]
         n = int(mask[row].sum())
         assert tok.decode(ids[row, :n]).startswith("<bos>") and (labels[row, n:] == -100).all()
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    """Weights load only from safetensors: a PEN saved as pytorch_model.bin is a clear error."""
+    from transformers import AutoModelForCausalLM
+
+    from parrot_t2i.tiny import build_tiny_pen
+
+    folder = build_tiny_pen(tmp_path / "pen")
+    AutoModelForCausalLM.from_pretrained(folder).save_pretrained(folder, safe_serialization=False)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ParrotError, match="only from safetensors"):
+        PromptExpander.from_pretrained(str(folder))

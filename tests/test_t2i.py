@@ -126,3 +126,19 @@ def test_sdxl_sampler_reproduces_the_pipeline_and_lora_loads_in_diffusers(tiny_s
     policy.save_trainable(tmp_path / "lora", "lora")
     pipe.load_lora_weights(tmp_path / "lora")
     assert any("lora" in n for n, _ in pipe.unet.named_parameters())
+
+
+def test_pickled_unet_weights_are_refused(tmp_path):
+    """A diffusers folder whose UNet ships only diffusion_pytorch_model.bin is refused, not unpickled."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    from parrot_t2i.tiny import build_tiny_sd
+
+    folder = build_tiny_sd(tmp_path / "sd", sample_size=8)
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
+    shutil.rmtree(folder / "unet")
+    unet.save_pretrained(folder / "unet", safe_serialization=False)
+    with pytest.raises(ParrotError, match="only from safetensors"):
+        T2IPolicy.from_pretrained(str(folder))

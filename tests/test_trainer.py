@@ -110,7 +110,7 @@ def mean_brightness(run, seed=123, n=16):
     cond = run.policy.encode([f"<reward 1> {p}" for p in prompts])
     uncond = run.uncond.expand(n)
     cfg = run.config.sample
-    traj = sample_trajectory(run.unet, run.policy.scheduler, cond, uncond, run.policy.latent_shape(), cfg.guidance_scale, cfg.eta, torch.Generator().manual_seed(seed))
+    traj = sample_trajectory(run.policy.unet, run.policy.scheduler, cond, uncond, run.policy.latent_shape(), cfg.guidance_scale, cfg.eta, torch.Generator().manual_seed(seed))
     return run.policy.decode(traj.latents[:, -1]).mean().item()
 
 

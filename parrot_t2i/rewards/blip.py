@@ -97,7 +97,7 @@ def _load(source: str, dtype: str, device: str):
     from transformers import AutoTokenizer, BlipForImageTextRetrieval
 
     try:
-        model = BlipForImageTextRetrieval.from_pretrained(source, torch_dtype=DTYPES[dtype]).to(device).eval().requires_grad_(False)
+        model = BlipForImageTextRetrieval.from_pretrained(source, torch_dtype=DTYPES[dtype], use_safetensors=True).to(device).eval().requires_grad_(False)
         tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as err:
         raise missing_weights_error(source, err) from None

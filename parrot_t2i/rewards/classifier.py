@@ -22,7 +22,7 @@ def _load(source: str, dtype: str, device: str):
     from transformers import AutoModelForImageClassification
 
     try:
-        model = AutoModelForImageClassification.from_pretrained(source, torch_dtype=DTYPES[dtype]).to(device).eval().requires_grad_(False)
+        model = AutoModelForImageClassification.from_pretrained(source, torch_dtype=DTYPES[dtype], use_safetensors=True).to(device).eval().requires_grad_(False)
         preprocess = Preprocess.from_processor(image_processor(source))
     except OSError as err:
         raise missing_weights_error(source, err) from None

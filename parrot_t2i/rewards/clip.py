@@ -95,7 +95,7 @@ def load_clip(source: str, processor_source: str | None, dtype: str, device: str
     from transformers import AutoTokenizer, CLIPModel
 
     try:
-        model = CLIPModel.from_pretrained(source, torch_dtype=DTYPES[dtype]).to(device).eval().requires_grad_(False)
+        model = CLIPModel.from_pretrained(source, torch_dtype=DTYPES[dtype], use_safetensors=True).to(device).eval().requires_grad_(False)
         processor_from = processor_source or source
         tokenizer = AutoTokenizer.from_pretrained(processor_from)
         preprocess = Preprocess.from_processor(image_processor(processor_from))
