@@ -87,8 +87,8 @@ def retrieval_top1(n: int = 512, candidates: int = 8, seed: int = 7, hard: bool 
     images = render(scenes, torch.Generator().manual_seed(seed))
     hits = 0
     for image, scene in zip(images, scenes):
-        distractor = (lambda: one_change(scene, rng)) if hard else (lambda: random_scene(rng))
-        texts = [caption(scene)] + [caption(distractor()) for _ in range(candidates - 1)]
+        distractors = [one_change(scene, rng) if hard else random_scene(rng) for _ in range(candidates - 1)]
+        texts = [caption(scene)] + [caption(d) for d in distractors]
         scores = alignment(image[None].expand(candidates, -1, -1, -1), texts)
         hits += int(scores.argmax()) == 0
     return hits / n

@@ -157,7 +157,15 @@ def original_guided_noise(unet, sample: Tensor, timesteps: Tensor, orig: Conditi
 
 def _unet(unet, sample: Tensor, timesteps: Tensor, cond: Conditioning) -> Tensor:
     extra = {"added_cond_kwargs": cond.added} if cond.added else {}
-    return unet(sample.to(cond.embeds.dtype), timesteps, encoder_hidden_states=cond.embeds, return_dict=False, **extra)[0]
+    sample = sample.to(cond.embeds.dtype)
+    if _channels_last(unet):  # a layout mismatch at the first convolution costs most of the gain
+        sample = sample.contiguous(memory_format=torch.channels_last)
+    return unet(sample, timesteps, encoder_hidden_states=cond.embeds, return_dict=False, **extra)[0]
+
+
+def _channels_last(unet) -> bool:
+    weight = getattr(getattr(unet, "conv_in", None), "weight", None)
+    return weight is not None and not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last)
 
 
 @torch.no_grad()

@@ -103,11 +103,12 @@ class Objective:
 
 
 def policy_gradient_loss(log_prob: Tensor, old_log_prob: Tensor, weights: Tensor, clip_range: float | None = None) -> Tensor:
-    """Loss whose gradient ascends Σ_i weight_i · log p_θ(x_{t-1}^i | x_t^i) for one timestep chunk.
+    """Loss whose gradient ascends Σ_i weight_i · log p_θ(x_{t-1}^i | x_t^i) over one chunk.
 
-    log_prob, old_log_prob, weights: (b,). Without ``clip_range`` this is the paper's REINFORCE
-    term ``-Σ w·log p``. With it, DDPO's PPO surrogate ``Σ max(-w·ρ, -w·clip(ρ, 1±ε))`` with
-    ρ = exp(log p − log p_old); both have the same gradient at ρ = 1 (the first update).
+    log_prob, old_log_prob, weights: (b,), one row per (sample, timestep) pair of the chunk.
+    Without ``clip_range`` this is the paper's REINFORCE term ``-Σ w·log p``. With it, DDPO's PPO
+    surrogate ``Σ max(-w·ρ, -w·clip(ρ, 1±ε))`` with ρ = exp(log p − log p_old); both have the
+    same gradient at ρ = 1 (the first update).
     """
     if clip_range is None:
         return -(weights * log_prob).sum()

@@ -34,7 +34,7 @@ def run_policy(config: Config, checkpoint: Path) -> T2IPolicy:
     elif (checkpoint / TRAINABLE_FILE).is_file():
         policy.load_trainable(checkpoint)
     policy.unet.requires_grad_(False).eval()
-    return policy
+    return policy.use_channels_last() if config.model.channels_last else policy
 
 
 def run_expander(config: Config, checkpoint: Path) -> PromptExpander | None:

@@ -111,6 +111,14 @@ class T2IPolicy:
                 module.to(device)
         return self
 
+    def use_channels_last(self) -> T2IPolicy:
+        """Convolution weights in channels-last layout; the UNet call converts its input to match
+        (see ``diffusion._unet``), so every convolution runs NHWC end to end."""
+        for module in (self.unet, self.vae):
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
+        return self
+
     # ------------------------------------------------------------------ text and pixels
 
     def fits(self, text: str) -> bool:
@@ -222,5 +230,5 @@ class T2IPolicy:
         state = load_file(Path(directory) / TRAINABLE_FILE)
         missing = set(state) - {n for n, _ in self.unet.named_parameters()}
         if missing:
-            raise ParrotError(f"{directory}: {len(missing)} saved tensors do not fit this UNet (e.g. {sorted(missing)[0]})")
+            raise ParrotError(f"{directory}: {len(missing)} saved tensors do not fit this UNet (e.g. {min(missing)})")
         self.unet.load_state_dict(state, strict=False)

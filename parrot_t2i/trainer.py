@@ -136,6 +136,8 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
         policy.unet.enable_gradient_checkpointing()
     if config.model.vae_slicing and policy.vae is not None:
         policy.vae.enable_slicing()
+    if config.model.channels_last:
+        policy.use_channels_last()
     if expander is not None:
         expander.model.to(accelerator.device)
     # Seeded after loading: building a missing built-in model draws random numbers, and a cold or
@@ -293,11 +295,15 @@ def sample_batch(run: Run, cond: Conditioning) -> tuple[Trajectory, Tensor]:
 
 
 def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Tensor) -> tuple[float, float]:
-    """Accumulate the policy gradient over timesteps × chunks of non-zero-weight samples, sum it
-    across processes, then step once (per inner epoch).
+    """Accumulate the policy gradient over the (sample, timestep) pairs of non-zero-weight samples,
+    sum it across processes, then step once (per inner epoch).
 
-    Zero-weight samples (dominated, in Parrot) never reach a forward or backward pass. With
-    ``timestep_fraction < 1`` each sample trains on a random subset of its steps, scaled by
+    Zero-weight samples (dominated, in Parrot) never reach a forward or backward pass. The pairs
+    are packed into full UNet calls of ``train.batch_size`` rows, whatever their timesteps (the
+    UNet and the DDIM step take one timestep per row): P selected samples × T steps cost
+    ⌈P·T / batch_size⌉ calls, not T·⌈P / batch_size⌉ part-filled ones. Each UNet call has a fixed
+    cost, so this is what makes skipping dominated samples pay in proportion (docs/PERFORMANCE.md).
+    With ``timestep_fraction < 1`` each sample trains on a random subset of its steps, scaled by
     T / steps so the loss stays an unbiased estimate of the sum over all T steps.
     """
     cfg, acc = run.config, run.accelerator
@@ -315,9 +321,11 @@ def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Te
         else:
             order = torch.arange(num_steps).expand(len(active), num_steps)
         order = order.to(trajectory.latents.device)  # (P, steps_trained) step indices per sample
-        chunks = [(j, rows) for j in range(steps_trained) for rows in _split(torch.arange(len(active), device=active.device), cfg.train.batch_size)]
-        for j, rows in chunks:
-            idx, step = active[rows], order[rows, j]
+        # Every (sample, step) pair, step-major, then cut into chunks of train.batch_size rows.
+        pair_rows = torch.arange(len(active), device=active.device).repeat(steps_trained)
+        pair_steps = order.T.reshape(-1)
+        for chunk in _split(torch.arange(len(pair_rows), device=active.device), cfg.train.batch_size):
+            idx, step = active[pair_rows[chunk]], pair_steps[chunk]
             with acc.autocast():
                 log_prob = step_log_prob(
                     unet,

@@ -23,7 +23,7 @@ def test_user_mistakes_exit_2_with_one_line(capsys):
 
 
 def test_console_entry_point_prints_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "parrot_t2i.cli", "train", "--config", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "parrot_t2i.cli", "train", "--config", str(tmp_path / "missing.yaml")], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "not found" in proc.stderr
 

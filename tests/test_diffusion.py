@@ -146,6 +146,34 @@ def test_guided_noise_batches_both_branches_in_one_call(tiny_pixel_model):
     torch.testing.assert_close(eps, e_u + 4.0 * (e_c - e_u), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("model", ["tiny_pixel_model", "tiny_sd_model"])
+def test_channels_last_gives_the_same_trajectory_and_gradients(model, request):
+    """model.channels_last only changes memory layout: same samples, log-probs and gradients up
+    to float rounding, and the UNet's first convolution really receives NHWC input."""
+    results = []
+    for channels_last in (False, True):
+        policy = T2IPolicy.from_pretrained(str(request.getfixturevalue(model)))
+        if channels_last:
+            policy.use_channels_last()
+        seen = []
+        policy.unet.conv_in.register_forward_hook(lambda module, args, out, seen=seen: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+        policy.scheduler.set_timesteps(4)
+        cond, uncond = policy.encode(["a red circle", "a cat"]), policy.encode_negative().expand(2)
+        traj = sample_trajectory(policy.unet, policy.scheduler, cond, uncond, policy.latent_shape(), 5.0, 1.0, torch.Generator().manual_seed(0))
+        policy.set_trainable("full")
+        t = traj.timesteps[1].expand(2)
+        step_log_prob(policy.unet, policy.scheduler, traj.latents[:, 1], traj.latents[:, 2], t, cond, uncond, 5.0, 1.0).sum().backward()
+        grad = policy.unet.conv_in.weight.grad.contiguous()
+        assert set(seen) == {channels_last}
+        results.append((traj, policy.decode(traj.latents[:, -1]), grad))
+    (a, images_a, grad_a), (b, images_b, grad_b) = results
+    torch.testing.assert_close(b.latents, a.latents, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(b.log_probs, a.log_probs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(images_b, images_a, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(grad_b, grad_a, atol=1e-5, rtol=1e-3)
+    assert grad_a.abs().sum() > 0
+
+
 def test_conditioning_indexing_and_cat():
     c = Conditioning(torch.arange(6.0).reshape(3, 2, 1), {"time_ids": torch.arange(3.0)[:, None]})
     picked = c[torch.tensor([2, 0])]

@@ -73,6 +73,15 @@ def test_an_iteration_changes_trainable_weights_and_nothing_else(tmp_path, varia
     assert all(torch.equal(p, text_before[n]) for n, p in run.policy.text_encoder.named_parameters())
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_model_channels_last_sets_the_unet_layout(tmp_path, channels_last):
+    run = setup_run(tiny_config(tmp_path, f"model.channels_last={str(channels_last).lower()}"), tmp_path)
+    weight = run.policy.unet.conv_in.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert weight.is_contiguous() != channels_last
+    assert train_iteration(run).stats["selected"] > 0
+
+
 def count_update_forwards(run):
     calls = []
     handle = run.policy.unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
@@ -88,13 +97,28 @@ def test_dominated_samples_cost_no_forward_or_backward_pass(tmp_path):
     selected = int(result.selection.selected.sum())
     assert selected < len(result.images)  # brightness only: one winner per group of 4 (barring ties)
     steps = run.config.sample.num_inference_steps
-    # Each UNet call of the update sees 2 × (a chunk of selected samples) for the CFG branches.
+    # The update packs the selected samples' (sample, step) pairs into chunks of train.batch_size;
+    # each UNet call sees 2 × chunk rows for the CFG branches.
     assert sum(update_calls) == 2 * selected * steps
-    assert len(update_calls) == steps * -(-selected // 2)
+    assert len(update_calls) == -(-selected * steps // 2)
+    assert all(rows == 4 for rows in update_calls[:-1])
 
     run = setup_run(tiny_config(tmp_path, "objective.name=weighted_sum", "train.batch_size=2"), tmp_path)
     result, update_calls = count_update_forwards(run)
     assert sum(update_calls) == 2 * len(result.images) * steps
+
+
+def test_packing_pairs_across_timesteps_leaves_the_gradient_unchanged(tmp_path):
+    """Chunks of (sample, step) pairs with mixed timesteps give the gradient of one big chunk."""
+    grads = []
+    for batch_size in (3, 1000):
+        run = setup_run(tiny_config(tmp_path, f"train.batch_size={batch_size}", "train.timestep_fraction=0.6"), tmp_path / str(batch_size))
+        run.optimizer.step = lambda run=run: grads.append([p.grad.clone() for p in run.params])
+        assert 0 < train_iteration(run).stats["selected"] < 16
+    assert len(grads) == 2
+    for small, whole in zip(*grads):
+        torch.testing.assert_close(small, whole, atol=1e-6, rtol=1e-4)
+    assert any(g.abs().sum() > 0 for g in grads[0])
 
 
 def test_timestep_subsampling_trains_on_a_fraction_of_the_steps(tmp_path):
