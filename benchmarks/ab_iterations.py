@@ -32,10 +32,9 @@ PHASES = ["sample", "update", "iteration"]
 def small_sd_overrides(folder: Path) -> list[str]:
     """bench_rl.py's model and its weighted-sum row's config, at bench_rl's default settings."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_rl import build_model, rl_overrides
+    from bench_rl import SETTINGS, build_model, rl_overrides
 
-    settings = argparse.Namespace(images=16, group=8, steps=20, guidance=5.0, eta=1.0)
-    return rl_overrides(str(build_model("small", folder)), "weighted_sum", "group", settings)
+    return rl_overrides(str(build_model("small", folder)), "weighted_sum", "group", SETTINGS)
 
 
 def main() -> None:

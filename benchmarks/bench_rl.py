@@ -45,6 +45,8 @@ REWARDS = ["brightness", "colorfulness", "jpeg_compressibility"]
 PROMPTS = ["a red circle", "a blue square on a white background", "a green triangle", "a yellow cross at night"]
 # Run by the workers' interpreter: the versions the measurement actually used.
 VERSIONS = "import importlib.metadata as m, json\nout = {}\nfor p in ['torch', 'diffusers', 'transformers', 'accelerate', 'trl']:\n    try:\n        out[p] = m.version(p)\n    except m.PackageNotFoundError:\n        out[p] = None\nprint(json.dumps(out))"
+# The default comparison settings (the CLI's defaults; benchmarks/ab_iterations.py reuses them).
+SETTINGS = argparse.Namespace(images=16, group=8, steps=20, guidance=5.0, eta=1.0)
 CONTENDERS = ["sampler_ours", "sampler_diffusers", "rl_parrot", "rl_parrot_batch", "rl_weighted_sum", "rl_trl"]
 
 
@@ -221,11 +223,11 @@ def build_model(scale: str, path: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=["tiny", "small", "sd15"], default="small", help="small: latents 4×16×16 (CPU); sd15: SD 1.5 size (GPU)")
-    parser.add_argument("--images", type=int, default=16, help="images per iteration (a multiple of --group)")
-    parser.add_argument("--group", type=int, default=8, help="images per prompt: Parrot's selection group")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=5.0)
-    parser.add_argument("--eta", type=float, default=1.0)
+    parser.add_argument("--images", type=int, default=SETTINGS.images, help="images per iteration (a multiple of --group)")
+    parser.add_argument("--group", type=int, default=SETTINGS.group, help="images per prompt: Parrot's selection group")
+    parser.add_argument("--steps", type=int, default=SETTINGS.steps)
+    parser.add_argument("--guidance", type=float, default=SETTINGS.guidance)
+    parser.add_argument("--eta", type=float, default=SETTINGS.eta)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--python", default=sys.executable, help="interpreter for the workers (one with trl==0.19.1 for the TRL row)")
     parser.add_argument("--only", nargs="+", choices=CONTENDERS, default=CONTENDERS)

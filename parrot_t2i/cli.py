@@ -32,12 +32,11 @@ def _train(args: argparse.Namespace) -> None:
 
     overrides = list(args.set or [])
     if args.resume:
-        run_dir = Path(args.resume)
+        from .runs import run_config
+
         if args.config or args.output_dir:
             raise ConfigError("--resume continues a run with its own config.yaml and folder: drop --config/--output-dir (--set may extend it, e.g. train.num_iterations)")
-        if not (run_dir / "config.yaml").is_file():
-            raise ConfigError(f"--resume {args.resume!r} is not a run folder (no config.yaml in it)")
-        train(load_config(run_dir / "config.yaml", [*overrides, f"train.output_dir={run_dir}"]), resume=run_dir)
+        train(run_config(args.resume, "--resume", [*overrides, f"train.output_dir={args.resume}"]), resume=Path(args.resume))
         return
     if args.output_dir:
         overrides.append(f"train.output_dir={args.output_dir}")

@@ -17,12 +17,17 @@ def last_checkpoint(run_dir: Path) -> Path:
     return checkpoints[-1]
 
 
+def run_config(run: str | Path, flag: str = "--run", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A run folder's resolved config (plus ``overrides``); a one-line error naming ``flag`` if
+    ``run`` is not a run folder."""
+    if not (Path(run) / "config.yaml").is_file():
+        raise ConfigError(f"{flag} {str(run)!r} is not a run folder (no config.yaml in it)")
+    return load_config(Path(run) / "config.yaml", overrides)
+
+
 def open_run(run: str | Path) -> tuple[Config, Path]:
     """A run folder's resolved config and its last checkpoint."""
-    run_dir = Path(run)
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"--run {str(run)!r} is not a run folder (no config.yaml in it)")
-    return load_config(run_dir / "config.yaml"), last_checkpoint(run_dir)
+    return run_config(run), last_checkpoint(Path(run))
 
 
 def run_policy(config: Config, checkpoint: Path) -> T2IPolicy:
