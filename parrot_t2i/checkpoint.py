@@ -65,7 +65,7 @@ def set_rng_state(state: dict, generators: dict[str, torch.Generator]) -> None:
 
 
 def _generators(run: Run) -> dict[str, torch.Generator]:
-    return {"shared": run.generator, "process": run.noise_generator}
+    return {"shared": run.generator, "process": run.noise_generator, "objective": run.objective.generator}
 
 
 # ----------------------------------------------------------------------------- parameters

@@ -70,8 +70,11 @@ class SampleConfig:
     eta: float = 1.0
     # Prompts drawn per iteration on each process (P processes sample P× as many images).
     prompts_per_iteration: int = 4
-    # Images per prompt N: the selection group of the paper (split round-robin over the K rewards).
+    # Images per group N. group_by "prompt": N images per prompt, their identifiers round-robin over
+    # the K rewards, one expansion per image. "prompt_reward" (the paper's Algorithm 1): N images
+    # per (prompt, reward k) from one expansion, so an iteration has prompts × K × N images.
     images_per_prompt: int = 8
+    group_by: Literal["prompt", "prompt_reward"] = "prompt"
     # Images per UNet call while sampling (per process); memory knob only.
     batch_size: int = 32
 
@@ -131,16 +134,25 @@ class RewardSpec:
 
 @dataclass
 class ObjectiveConfig:
-    # "parrot" (Eq. 4), "weighted_sum" (DPOK-style) or "single" (one reward).
-    name: Literal["parrot", "weighted_sum", "single"] = "parrot"
+    # The credit each sample carries (docs in parrot_t2i/objectives.py): "parrot" (Eq. 4, its own
+    # identifier's reward), "weighted_sum" (Σ λ_k r_k: DPOK raw, Flow-GRPO with group
+    # normalisation), "single" (one reward), "normalize_then_sum" (GDPO), the Pareto advantages
+    # "front_rank", "dominance_count", "hv_contribution", or "random" (zero-mean random weights:
+    # the drift control).
+    name: Literal["parrot", "weighted_sum", "single", "normalize_then_sum", "front_rank", "dominance_count", "hv_contribution", "random"] = "parrot"
+    # Train only on the non-dominated samples of each scope (the paper's selection; dominated
+    # samples skip the backward pass). null: on for "parrot", off for every other credit.
+    pareto_filter: bool | None = None
     # weighted_sum: one weight per reward, in reward order (default: equal weights).
     weights: list[float] | None = None
     # single: the name of the reward to optimise.
     reward: str | None = None
-    # parrot: Pareto selection within each prompt's images ("group", the paper) or over the batch.
+    # Scope of the Pareto filter and of the rank-based credits: each group (sample.group_by; the
+    # paper's N images) or the whole global batch.
     selection: Literal["group", "global"] = "group"
-    # Reward values entering the weights: raw ("none", the paper), standardised over the batch,
-    # or per prompt group (GRPO-style advantages; the default mini job's choice, see configs/mini.yaml).
+    # Reward values entering the parrot / weighted_sum / single credit: raw ("none", the paper),
+    # standardised over the batch, or per group (GRPO-style advantages; the default mini job's
+    # choice, see configs/mini.yaml).
     reward_normalization: Literal["none", "batch", "group"] = "group"
 
 

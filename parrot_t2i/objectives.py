@@ -1,40 +1,64 @@
 """Objectives: a reward matrix (B, K) becomes one policy-gradient weight per sample.
 
 The T2I loss of every objective is ``-Σ_i weight_i Σ_t log p_θ(x_{t-1}^i | x_t^i, c^i)``, so an
-objective is fully described by its weights:
+objective is fully described by its weights. A weight is two separate decisions:
 
-- ``parrot`` (paper Eq. 4): weight_i = r_{k_i}(x_i) / |P| for i in the non-dominated set P, else 0,
-  where k_i is the reward whose identifier conditioned sample i.
-- ``weighted_sum`` (DPOK-style baseline): weight_i = Σ_k λ_k r_k(x_i) / B.
-- ``single`` ("HP only" baseline): weight_i = r_k(x_i) / B for one fixed k.
+- **selection**, which samples reach a backward pass: the Pareto filter (the first non-dominated
+  front of each scope, paper §3.2) or every valid sample;
+- **credit**, the signed value each selected sample carries, divided by the number selected.
 
-Optional reward normalisation (off in the faithful preset) rescales the reward *values* that enter
-the weights; Pareto selection always runs on the raw rewards (dominance is scale-free anyway).
+Credits (``objective.name``):
+
+- ``parrot`` (paper Eq. 4): r_{k_i}(x_i), the reward whose identifier conditioned sample i.
+- ``weighted_sum`` (DPOK with raw rewards; Flow-GRPO's group-z sum with group normalisation):
+  Σ_k λ_k r_k(x_i). With the Pareto filter and normalised rewards this is the "Pareto filter +
+  per-reward-normalised advantage from all K rewards" estimator.
+- ``single`` ("HP only" baseline): r_k(x_i) for one fixed k.
+- ``normalize_then_sum`` (GDPO; MixGRPO's ``advantage_aggr``): each reward standardised within its
+  group, summed, and the sum standardised over the batch.
+- ``front_rank``: −(non-dominated-sorting rank) + a crowding-distance tie-break inside a front,
+  standardised within the scope: every front above the scope's average pulls, every one below pushes.
+- ``dominance_count``: (samples it dominates) − (samples dominating it), standardised in the scope.
+- ``hv_contribution``: the exclusive hypervolume contribution in the scope (rewards min-max scaled
+  in the scope, reference 0.1 below the minimum), standardised; dominated samples contribute 0.
+- ``random``: zero-mean random weights, the drift control (what any update costs on its own).
+
+``reward_normalization`` rescales the reward values that ``parrot``, ``weighted_sum`` and ``single``
+credit; the rank-based credits and Pareto selection read the raw rewards (dominance is scale-free).
+The scope of selection and of the rank-based credits is ``objective.selection``: each prompt's group
+(the paper) or the whole global batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .config import ObjectiveConfig
-from .pareto import non_dominated
+from .pareto import crowding_distance, dominance_counts, front_ranks, hypervolume_contributions, non_dominated
 
 _EPS = 1e-6
+# Credits whose default selection is the Pareto filter; the others train on every valid sample.
+FILTERED_BY_DEFAULT = {"parrot"}
+
+
+def selected_mean(credit: Tensor, selected: Tensor) -> Tensor:
+    """Every objective's last step: credit (B,) on the selected samples, 0 elsewhere, over |selected|."""
+    return torch.where(selected, credit, torch.zeros_like(credit)) / selected.sum().clamp(min=1)
 
 
 def parrot_weights(values: Tensor, reward_index: Tensor, selected: Tensor) -> Tensor:
-    """Paper Eq. 4. values (B, K); reward_index (B,) long; selected (B,) bool -> (B,)."""
-    own = values.gather(1, reward_index[:, None]).squeeze(1)  # r_{k_i}(x_i)
-    return torch.where(selected, own, torch.zeros_like(own)) / selected.sum().clamp(min=1)
+    """Paper Eq. 4: r_{k_i}(x_i) / |P| on the Pareto set P. values (B, K); reward_index (B,) long;
+    selected (B,) bool -> (B,)."""
+    return selected_mean(values.gather(1, reward_index[:, None]).squeeze(1), selected)
 
 
-def weighted_sum_weights(values: Tensor, lambdas: Tensor, valid: Tensor) -> Tensor:
-    """DPOK-style scalarisation averaged over the valid samples. values (B, K); lambdas (K,)."""
-    total = torch.where(valid[:, None], values, torch.zeros_like(values)) @ lambdas.to(values)
-    return total / valid.sum().clamp(min=1)
+def weighted_sum_weights(values: Tensor, lambdas: Tensor, selected: Tensor) -> Tensor:
+    """Σ_k λ_k values_k averaged over the selected samples (DPOK: every valid one). values (B, K)."""
+    return selected_mean(values @ lambdas.to(values), selected)
 
 
 def normalize_rewards(rewards: Tensor, valid: Tensor, groups: Tensor | None = None) -> Tensor:
@@ -57,6 +81,43 @@ def normalize_rewards(rewards: Tensor, valid: Tensor, groups: Tensor | None = No
     return torch.where(valid[:, None], out, torch.zeros_like(out))
 
 
+def standardize(scores: Tensor, valid: Tensor, groups: Tensor | None = None) -> Tensor:
+    """One score per sample (B,) standardised within each group (or the batch): an advantage."""
+    return normalize_rewards(scores.to(torch.float32)[:, None], valid, groups)[:, 0]
+
+
+def normalize_then_sum(rewards: Tensor, valid: Tensor, groups: Tensor | None) -> Tensor:
+    """GDPO's advantage: Σ_k (group-z of r_k), then standardised over the batch. (B, K) -> (B,).
+
+    Summing z-scores first lets a low-variance reward count as much as a high-variance one; the
+    second standardisation keeps the advantage's scale independent of K.
+    """
+    return standardize(normalize_rewards(rewards, valid, groups).sum(1), valid)
+
+
+def front_rank_scores(rewards: Tensor, groups: Tensor | None) -> Tensor:
+    """−rank + 0.5·c/(1+c) with c the crowding distance (∞ → 0.5): the tie-break inside a front
+    prefers isolated points and never lifts a row above the front ahead of it. (B,) float."""
+    ranks = front_ranks(rewards, groups)
+    crowd = crowding_distance(rewards, ranks, groups)
+    bonus = torch.where(torch.isinf(crowd), torch.ones_like(crowd), crowd / (1 + crowd))
+    return (-ranks.double() + 0.5 * bonus).float()
+
+
+def hv_contribution_scores(rewards: Tensor, valid: Tensor, groups: Tensor | None) -> Tensor:
+    """Exclusive hypervolume contribution of each valid row within its scope, with every reward
+    min-max scaled to [0, 1] in the scope and the reference at −0.1 (so the extremes count). (B,)."""
+    out = torch.zeros(len(rewards))
+    scope = groups if groups is not None else torch.zeros(len(rewards), dtype=torch.long)
+    for g in scope[valid].unique().tolist():
+        rows = ((scope == g) & valid).nonzero().squeeze(1)
+        values = rewards[rows].double().cpu().numpy()
+        low, span = values.min(0), np.ptp(values, 0)
+        scaled = (values - low) / np.where(span > 0, span, 1.0)
+        out[rows] = torch.from_numpy(hypervolume_contributions(scaled, np.full(values.shape[1], -0.1))).float()
+    return out
+
+
 @dataclass
 class Selection:
     """What an objective decided for one batch."""
@@ -67,9 +128,12 @@ class Selection:
 
 
 class Objective:
-    """Binds an :class:`ObjectiveConfig` to the reward order of a run."""
+    """Binds an :class:`ObjectiveConfig` to the reward order of a run.
 
-    def __init__(self, config: ObjectiveConfig, reward_names: list[str]):
+    ``seed`` seeds the ``random`` control's weights (the same on every process).
+    """
+
+    def __init__(self, config: ObjectiveConfig, reward_names: list[str], seed: int = 0):
         self.config = config
         self.num_rewards = len(reward_names)
         self.lambdas = torch.tensor(config.weights or [1.0 / len(reward_names)] * len(reward_names))
@@ -77,29 +141,45 @@ class Objective:
             raise ValueError(
                 f"objective.weights has {len(self.lambdas)} entries but {self.num_rewards} rewards are configured"
             )
-        self.single_index = reward_names.index(config.reward) if config.name == "single" else 0
+        if config.name == "single":
+            self.lambdas = torch.zeros(self.num_rewards)
+            self.lambdas[reward_names.index(config.reward)] = 1.0
+        self.pareto_filter = config.name in FILTERED_BY_DEFAULT if config.pareto_filter is None else config.pareto_filter
+        self.generator = torch.Generator().manual_seed(seed * 7919 + 17)
 
     def __call__(self, rewards: Tensor, groups: Tensor, reward_index: Tensor) -> Selection:
         """rewards (B, K) raw scores; groups (B,) prompt ids; reward_index (B,) identifier of each sample."""
         cfg = self.config
         valid = torch.isfinite(rewards).all(1)
-        if cfg.name == "parrot":
-            selected = non_dominated(rewards, groups if cfg.selection == "group" else None)
+        scope = groups if cfg.selection == "group" else None
+        selected = non_dominated(rewards, scope) if self.pareto_filter else valid
+        if cfg.name in ("parrot", "weighted_sum", "single"):
+            if cfg.reward_normalization == "none":
+                values = torch.where(valid[:, None], rewards, torch.zeros_like(rewards))
+            else:
+                values = normalize_rewards(rewards, valid, groups if cfg.reward_normalization == "group" else None)
+            if cfg.name == "parrot":
+                weights = parrot_weights(values, reward_index, selected)
+            else:
+                weights = weighted_sum_weights(values, self.lambdas, selected)
         else:
-            selected = valid
-        if cfg.reward_normalization == "none":
-            values = torch.where(valid[:, None], rewards, torch.zeros_like(rewards))
-        else:
-            values = normalize_rewards(rewards, valid, groups if cfg.reward_normalization == "group" else None)
-        if cfg.name == "parrot":
-            weights = parrot_weights(values, reward_index, selected)
-        elif cfg.name == "weighted_sum":
-            weights = weighted_sum_weights(values, self.lambdas, valid)
-        else:
-            one_hot = torch.zeros(self.num_rewards)
-            one_hot[self.single_index] = 1.0
-            weights = weighted_sum_weights(values, one_hot, valid)
+            weights = selected_mean(self.advantage(rewards, valid, groups, scope), selected)
         return Selection(weights=weights, selected=selected, valid=valid)
+
+    def advantage(self, rewards: Tensor, valid: Tensor, groups: Tensor, scope: Tensor | None) -> Tensor:
+        """The (B,) advantage of the estimators that are not a weighted reward."""
+        name = self.config.name
+        if name == "normalize_then_sum":
+            return normalize_then_sum(rewards, valid, groups)
+        if name == "random":
+            scores = torch.randn(len(rewards), generator=self.generator)
+        elif name == "front_rank":
+            scores = front_rank_scores(rewards, scope)
+        elif name == "dominance_count":
+            scores = dominance_counts(rewards, scope).float()
+        else:  # hv_contribution
+            scores = hv_contribution_scores(rewards, valid, scope)
+        return standardize(scores.to(rewards.device), valid, scope)
 
 
 def policy_gradient_loss(log_prob: Tensor, old_log_prob: Tensor, weights: Tensor, clip_range: float | None = None) -> Tensor:

@@ -2,7 +2,9 @@
 
 Every reward is *higher is better*. Image a dominates image b iff r(a) >= r(b) in every reward and
 r(a) > r(b) in at least one. Parrot updates only on the first non-dominated front of each selection
-scope; everything here is a pure function of a reward matrix so it is tested against brute force.
+scope. The deeper geometry (front ranks of non-dominated sorting, crowding distance, dominance
+counts, exclusive hypervolume contributions) feeds the Pareto advantage estimators of
+``objectives.py``. Everything here is a pure function of a reward matrix, tested against brute force.
 """
 
 from __future__ import annotations
@@ -33,12 +35,83 @@ def non_dominated(rewards: Tensor, groups: Tensor | None = None) -> Tensor:
     """
     if rewards.ndim != 2:
         raise ValueError(f"rewards must be (B, K), got shape {tuple(rewards.shape)}")
-    finite = torch.isfinite(rewards).all(-1)  # (B,)
+    finite, beats = _scoped_dominance(rewards, groups)
+    return finite & ~beats.any(0)
+
+
+def _scoped_dominance(rewards: Tensor, groups: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(finite (B,), beats (B, B)): dominance among finite rows, within a group when given."""
+    finite = torch.isfinite(rewards).all(-1)
     beats = dominates(torch.where(finite[:, None], rewards, torch.zeros_like(rewards)))
     beats &= finite[:, None] & finite[None, :]
     if groups is not None:
         beats &= groups[:, None] == groups[None, :]
-    return finite & ~beats.any(0)
+    return finite, beats
+
+
+def front_ranks(rewards: Tensor, groups: Tensor | None = None) -> Tensor:
+    """Non-dominated sorting (Deb et al. 2002): 0 for the first front, 1 for the front that is
+    non-dominated once the first is removed, and so on, within each group. Non-finite rows get -1.
+
+    rewards: (B, K); groups: optional (B,). Returns (B,) long. At most B peeling rounds, each one
+    vectorised over the (B, B) dominance matrix.
+    """
+    finite, beats = _scoped_dominance(rewards, groups)
+    ranks = torch.full((len(rewards),), -1, dtype=torch.long, device=rewards.device)
+    remaining, rank = finite.clone(), 0
+    while remaining.any():
+        front = remaining & ~(beats & remaining[:, None]).any(0)
+        ranks[front] = rank
+        remaining &= ~front
+        rank += 1
+    return ranks
+
+
+def crowding_distance(rewards: Tensor, ranks: Tensor, groups: Tensor | None = None) -> Tensor:
+    """NSGA-II crowding distance of every row within its (group, front): per reward, the gap between
+    its two neighbours over the front's range, summed over rewards; a front's extreme rows (and
+    fronts of one or two rows) get +inf. Rows with rank -1 get 0. Returns (B,) float."""
+    out = torch.zeros(len(rewards), dtype=torch.float64, device=rewards.device)
+    group_ids = groups if groups is not None else torch.zeros_like(ranks)
+    for g, r in torch.stack([group_ids, ranks], 1).unique(dim=0).tolist():
+        if r < 0:
+            continue
+        rows = ((group_ids == g) & (ranks == r)).nonzero().squeeze(1)
+        values = rewards[rows].double()
+        for k in range(values.shape[1]):
+            order = values[:, k].argsort(stable=True)
+            column = values[order, k]
+            span = column[-1] - column[0]
+            gap = torch.full_like(column, float("inf"))
+            if len(rows) > 2:
+                gap[1:-1] = (column[2:] - column[:-2]) / span if span > 0 else 0.0
+            out[rows[order]] += gap
+    return out
+
+
+def dominance_counts(rewards: Tensor, groups: Tensor | None = None) -> Tensor:
+    """(rows each row dominates) − (rows that dominate it), within each group: (B,) long; 0 for
+    non-finite rows."""
+    finite, beats = _scoped_dominance(rewards, groups)
+    return torch.where(finite, beats.sum(1) - beats.sum(0), torch.zeros_like(finite, dtype=torch.long))
+
+
+def hypervolume_contributions(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Exclusive hypervolume contribution of each point (N, K): HV(all) − HV(all but that point).
+
+    Dominated points, duplicates of another point and points not above the reference contribute 0.
+    Only first-front points are recomputed, so the cost is |front| hypervolume calls.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    out = np.zeros(len(pts))
+    above = np.isfinite(pts).all(1) & (pts > reference).all(1)
+    if not above.any():
+        return out
+    front = np.flatnonzero(above)[non_dominated(torch.from_numpy(pts[above])).numpy()]
+    total = hypervolume(pts[front], reference)
+    for i in front:
+        out[i] = total - hypervolume(pts[front[front != i]], reference) if len(front) > 1 else total
+    return out
 
 
 def hypervolume(points: Tensor | np.ndarray, reference: Tensor | np.ndarray) -> float:

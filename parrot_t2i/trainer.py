@@ -64,9 +64,15 @@ class PromptBatch:
     pen_samples: Expansions | None = None  # ĉ's tokens and log-probs, for the PEN update
 
 
-def assign_rewards(prompts: list[str], num_rewards: int, images_per_prompt: int) -> tuple[list[str], Tensor, Tensor]:
-    """N samples per prompt, credited round-robin to the K rewards (sample j of a prompt gets
-    k = j mod K): returns (originals, groups, reward_index), each of length prompts × N."""
+def assign_rewards(prompts: list[str], num_rewards: int, images_per_prompt: int, group_by: str = "prompt") -> tuple[list[str], Tensor, Tensor]:
+    """Each sample's prompt, selection group and credited reward: (originals, groups, reward_index).
+
+    "prompt": N samples per prompt, one group per prompt, sample j credited to k = j mod K.
+    "prompt_reward" (paper Algorithm 1): N samples per (prompt, k), one group per pair, g = prompt·K + k.
+    """
+    if group_by == "prompt_reward":
+        groups = torch.arange(len(prompts) * num_rewards).repeat_interleave(images_per_prompt)
+        return [prompts[g // num_rewards] for g in groups.tolist()], groups, groups.remainder(num_rewards)
     originals = [p for p in prompts for _ in range(images_per_prompt)]
     groups = torch.arange(len(prompts)).repeat_interleave(images_per_prompt)
     reward_index = torch.arange(images_per_prompt).remainder(num_rewards).repeat(len(prompts))
@@ -123,7 +129,7 @@ class Run:
 def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision, log_with="tensorboard", project_dir=str(run_dir) if run_dir else None)
     names = [spec.name for spec in config.rewards]
-    objective = Objective(config.objective, names)
+    objective = Objective(config.objective, names, seed=config.train.seed)
     prompts = load_prompts(config)
     t, pen = config.train, config.pen
     with accelerator.main_process_first():  # one process fills the model caches, the others then read them
@@ -203,8 +209,8 @@ def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True) ->
     #    slice, N samples each, each credited to one reward. Group ids are global prompt slots.
     per_process = cfg.sample.prompts_per_iteration
     chosen = torch.randint(len(run.prompts), (per_process * acc.num_processes,), generator=run.generator)[process_rows(acc, per_process)]
-    originals, groups, reward_index = assign_rewards([run.prompts[i] for i in chosen], len(run.rewards), cfg.sample.images_per_prompt)
-    groups = groups + acc.process_index * per_process
+    originals, groups, reward_index = assign_rewards([run.prompts[i] for i in chosen], len(run.rewards), cfg.sample.images_per_prompt, cfg.sample.group_by)
+    groups = groups + acc.process_index * (int(groups.max()) + 1)  # every process has as many groups
 
     # 2. Expand: ĉ ~ p_φ(·|c) per sample, then c_k = identifier_k + " " + ĉ.
     batch = expand_batch(run, originals, groups, reward_index)
@@ -275,8 +281,13 @@ def expand_batch(run: Run, originals: list[str], groups: Tensor, reward_index: T
     if run.expander is None:
         return PromptBatch(originals, groups, reward_index, list(originals), condition(originals, reward_index, run.identifiers))
     seed = int(torch.randint(2**31 - 1, (1,), generator=run.noise_generator, device=run.noise_generator.device))  # per process
-    sampled = run.expander.sample(originals, max_new_tokens=pen_cfg.max_new_tokens, temperature=pen_cfg.temperature, top_p=pen_cfg.top_p, seed=seed)
-    samples = run.expander.fit_to(sampled, lambda row, text: run.policy.fits(condition([text], reward_index[row : row + 1], run.identifiers)[0]))
+    # One expansion per sample, or per group when a group shares its (prompt, k) (Algorithm 1).
+    shared = run.config.sample.group_by == "prompt_reward"
+    first = torch.cat([torch.ones(1, dtype=torch.bool), groups[1:] != groups[:-1]]) if shared else torch.ones(len(groups), dtype=torch.bool)
+    rows = first.nonzero().squeeze(1)
+    sampled = run.expander.sample([originals[r] for r in rows.tolist()], max_new_tokens=pen_cfg.max_new_tokens, temperature=pen_cfg.temperature, top_p=pen_cfg.top_p, seed=seed)
+    fitted = run.expander.fit_to(sampled, lambda row, text: run.policy.fits(condition([text], reward_index[rows[row] : rows[row] + 1], run.identifiers)[0]))
+    samples = fitted[first.cumsum(0) - 1] if shared else fitted  # each sample gets its group's expansion
     return PromptBatch(originals, groups, reward_index, samples.texts, condition(samples.texts, reward_index, run.identifiers), samples)
 
 

@@ -21,17 +21,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("selection", ["group", "global"])
-def test_two_processes_select_on_the_global_batch_and_stay_identical(tmp_path, selection):
+@pytest.mark.parametrize("selection, name", [("group", "parrot"), ("global", "parrot"), ("group", "front_rank")])
+def test_two_processes_select_on_the_global_batch_and_stay_identical(tmp_path, selection, name):
     # accelerate 1.x: `--cpu --num_processes 2` starts ONE process (its multi-CPU path needs
     # mpirun); the torchrun launcher plus ACCELERATE_USE_CPU gives two gloo processes.
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([*launch, str(WORKER), str(tmp_path), f"objective.selection={selection}"], capture_output=True, text=True, timeout=600, env=env, check=False)
+    proc = subprocess.run([*launch, str(WORKER), str(tmp_path), f"objective.selection={selection}", f"objective.name={name}", "objective.pareto_filter=true"], capture_output=True, text=True, timeout=600, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert [r["num_processes"] for r in ranks] == [2, 2]
-    objective = Objective(load_config("tiny", [f"objective.selection={selection}"]).objective, ["brightness", "colorfulness"])
+    objective = Objective(load_config("tiny", [f"objective.selection={selection}", f"objective.name={name}", "objective.pareto_filter=true"]).objective, ["brightness", "colorfulness"])
     for step in (0, 1):
         local = [r["iterations"][step] for r in ranks]
         assert local[0]["groups"].tolist() == [0] * 4 + [1] * 4 and local[1]["groups"].tolist() == [2] * 4 + [3] * 4  # global prompt slots

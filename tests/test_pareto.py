@@ -97,3 +97,67 @@ def test_hypervolume_known_fronts():
 def test_hypervolume_rejects_mismatched_shapes():
     with pytest.raises(ValueError):
         hypervolume(np.ones((3, 2)), np.zeros(3))
+
+
+# --------------------------------------------------------------------- fronts, crowding, counts, contributions
+
+from parrot_t2i.pareto import crowding_distance, dominance_counts, front_ranks, hypervolume_contributions  # noqa: E402
+
+# A, B, C mutually non-dominated; D is dominated by all three; E by everything.
+FIVE = torch.tensor([[3.0, 1.0], [1.0, 3.0], [2.0, 2.0], [1.0, 1.0], [0.0, 0.0]])
+
+
+def brute_force_ranks(rewards, groups=None):
+    """Peel first fronts off the remaining rows, each with the O(N²) definition above."""
+    ranks, remaining, rank = [-1] * len(rewards), [i for i in range(len(rewards)) if np.isfinite(rewards[i]).all()], 0
+    while remaining:
+        sub = rewards[remaining]
+        front = brute_force_front(sub, None if groups is None else groups[remaining])
+        for i, keep in zip(list(remaining), front):
+            if keep:
+                ranks[i] = rank
+        remaining = [i for i, keep in zip(remaining, front) if not keep]
+        rank += 1
+    return ranks
+
+
+@settings(max_examples=200, deadline=None)
+@given(matrices, st.integers(1, 3))
+def test_front_ranks_and_dominance_counts_match_brute_force(rows, num_groups):
+    rewards = np.array(rows, dtype=np.float64)
+    groups = np.arange(len(rows)) % num_groups
+    assert front_ranks(torch.tensor(rewards)).tolist() == brute_force_ranks(rewards)
+    assert front_ranks(torch.tensor(rewards), torch.tensor(groups)).tolist() == brute_force_ranks(rewards, groups)
+    n = len(rows)
+    beats = [[groups[a] == groups[b] and all(rewards[a] >= rewards[b]) and any(rewards[a] > rewards[b]) for b in range(n)] for a in range(n)]
+    expected = [sum(beats[i]) - sum(beats[j][i] for j in range(n)) for i in range(n)]
+    assert dominance_counts(torch.tensor(rewards), torch.tensor(groups)).tolist() == expected
+
+
+def test_front_ranks_crowding_and_counts_by_hand():
+    ranks = front_ranks(FIVE)
+    assert ranks.tolist() == [0, 0, 0, 1, 2]
+    # Front 0 sorted by reward 1 is B(1), C(2), A(3): C's gap (3 − 1) / span 2 = 1, and the same
+    # along reward 2, so C = 2; the extremes A, B and the one-row fronts D, E are infinite.
+    crowd = crowding_distance(FIVE, ranks)
+    assert crowd.tolist() == [float("inf"), float("inf"), 2.0, float("inf"), float("inf")]
+    # A, B, C each dominate D and E; D dominates E and is dominated by three; E by four.
+    assert dominance_counts(FIVE).tolist() == [2, 2, 2, -2, -4]
+    # In two groups {A, D} and {B, C, E}, D only meets A and C only meets B and E.
+    groups = torch.tensor([0, 1, 1, 0, 1])
+    assert front_ranks(FIVE, groups).tolist() == [0, 0, 0, 1, 1]
+    assert dominance_counts(FIVE, groups).tolist() == [1, 1, 1, -1, -2]
+    nan = torch.tensor([[float("nan"), 1.0], [1.0, 1.0]])
+    assert front_ranks(nan).tolist() == [-1, 0] and dominance_counts(nan).tolist() == [0, 0]
+
+
+def test_hypervolume_contributions_by_hand():
+    # FIVE scaled to [0, 1] per reward, reference −0.1: A = (1, 1/3), B = (1/3, 1), C = (2/3, 2/3).
+    # Only A covers x in (2/3, 1], up to y = 1/3: (1/3)·(1/3 + 0.1) = 13/90; B the same by symmetry;
+    # C alone covers the square (1/3, 2/3]²: 1/9. D and E are dominated: 0.
+    scaled = (FIVE.numpy() - 0.0) / 3.0
+    got = hypervolume_contributions(scaled, np.full(2, -0.1))
+    np.testing.assert_allclose(got, [13 / 90, 13 / 90, 1 / 9, 0.0, 0.0], atol=1e-12)
+    # A duplicate contributes nothing exclusively; a lone point contributes its whole box.
+    np.testing.assert_allclose(hypervolume_contributions(np.array([[1.0, 1.0], [1.0, 1.0]]), np.zeros(2)), [0.0, 0.0])
+    np.testing.assert_allclose(hypervolume_contributions(np.array([[2.0, 3.0]]), np.zeros(2)), [6.0])

@@ -32,6 +32,24 @@ def test_round_robin_rewards_and_identifier_conditioning():
     assert condition(["a cat", "a cat"], index, None) == ["a cat", "a cat"] and index.tolist() == [0, 1]
 
 
+def test_per_prompt_reward_groups_follow_algorithm_1(tmp_path):
+    originals, groups, index = assign_rewards(["a cat", "a dog"], num_rewards=2, images_per_prompt=3, group_by="prompt_reward")
+    assert originals == ["a cat"] * 6 + ["a dog"] * 6
+    assert groups.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert index.tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1]
+    # In a run, the N images of one (prompt, k) share one expansion, and the PEN is credited with
+    # each image's weight on that one expansion's tokens.
+    run = setup_run(tiny_config(tmp_path, "sample.group_by=prompt_reward", "sample.prompts_per_iteration=2", "sample.images_per_prompt=3", "rewards=[brightness, colorfulness]"), tmp_path)
+    batch = train_iteration(run).batch
+    assert batch.groups.tolist() == groups.tolist() and batch.reward_index.tolist() == index.tolist()
+    for g in range(4):
+        rows = (batch.groups == g).nonzero().squeeze(1)
+        assert len({batch.expansions[r] for r in rows.tolist()}) == 1
+        assert all(torch.equal(batch.pen_samples.ids[r], batch.pen_samples.ids[rows[0]]) for r in rows.tolist())
+        assert all(text.startswith(f"<reward {int(batch.reward_index[rows[0]]) + 1}> ") for text in (batch.conditioned[r] for r in rows.tolist()))
+    assert len(set(batch.expansions)) > 1  # different groups sampled their own
+
+
 def test_prompt_files(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_text("# comment\na cat\n\n  a dog  \n")
@@ -60,6 +78,8 @@ def snapshot(module):
         ["objective.name=weighted_sum", "rewards=[brightness, colorfulness]"],
         ["rewards=[brightness, colorfulness]", "objective.reward_normalization=group", "train.timestep_fraction=0.5"],
         ["train.clip_range=0.2", "train.num_inner_epochs=2", "train.batch_size=3"],
+        ["objective.name=front_rank", "rewards=[brightness, colorfulness]", "objective.selection=global"],
+        ["objective.name=hv_contribution", "rewards=[brightness, colorfulness]", "sample.group_by=prompt_reward", "sample.images_per_prompt=2"],
     ],
 )
 def test_an_iteration_changes_trainable_weights_and_nothing_else(tmp_path, variant):
