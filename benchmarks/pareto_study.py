@@ -1,0 +1,289 @@
+"""When does Pareto selection pay? A like-with-like study of Parrot's objectives on the mini world (issue 15).
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/pareto_study.py                  # every row, seeds 0-4
+    python benchmarks/pareto_study.py --seeds 0 --iterations 1 --rows random --eval-prompts 4   # smoke run
+
+Every trained row starts from the shipped mini T2I model, trains the T2I model only (no PEN, so
+the objective is the only difference) with the reward identifiers, for the same number of
+iterations and images per iteration, and is evaluated the same way: the 30 held-out prompts, all
+four identifiers prefixed, CFG 5, deterministic DDIM from the noise of seed 1234 + training seed
+(paired across rows). The default budget: 10 iterations × 32 images, lr 1e-3, 10 DDIM steps in
+training (half of them trained per sample) and 20 at evaluation, the same for every row. Rows:
+
+| row | objective | grouping |
+|---|---|---|
+| base, plain prompt | — (for reference: the prompt without identifiers) | |
+| base + identifiers | — (what every trained row is compared against) | |
+| random (control) | zero-mean random weights: what any update costs by itself | 4 prompts × 8 |
+| DPOK weighted sum, raw | Σ_k r_k / K, raw rewards, every sample | Algorithm 1: 1 prompt × 4 k × 8 |
+| Parrot Eq. 4, raw | r_{k_i} / \\|P\\| on the global first front, raw rewards (the paper) | Algorithm 1, global scope |
+| weighted sum, group z (Flow-GRPO) | mean_k of per-prompt z-scores, every sample | 4 prompts × 8 |
+| normalise-then-sum (GDPO) | Σ_k group z, standardised over the batch | 4 prompts × 8 |
+| Pareto filter + group z | mean_k z on each prompt's first front only | 4 prompts × 8 |
+| front rank + crowding | standardised −rank + crowding tie-break | 4 prompts × 8 |
+| dominance count | standardised (dominated − dominating) | 4 prompts × 8 |
+| HV contribution | standardised exclusive hypervolume contribution | 4 prompts × 8 |
+| Parrot Eq. 4, group z | the previous default job's objective | 4 prompts × 8 |
+
+Measured per row and seed: each reward's mean and their average; the per-prompt hypervolume (each
+prompt's images above a reference point: each reward's 10th percentile over the base +
+identifiers row's images, pooled over seeds, stated in the JSON); the worst per-reward change
+against base + identifiers; the attribute checker's shape / colour / background accuracy (an
+independent judge: it is never a reward); the fraction of samples reaching a backward pass and the
+seconds per iteration. Over seeds: mean and 95% Student-t interval; the best Pareto row and the
+best scalarisation are compared by paired per-seed differences.
+
+Resumable: each finished training and each evaluation is kept under --work-dir; rerun the same
+command after an interruption. Writes benchmarks/results/pareto_study.json and pareto_study.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+
+from parrot_t2i.config import load_config
+from parrot_t2i.evaluate import Inference, evaluate
+from parrot_t2i.identifiers import identifier_strings
+from parrot_t2i.mini import weights_path
+from parrot_t2i.mini.nets import AttributeChecker
+from parrot_t2i.mini.world import parse_prompt
+from parrot_t2i.pareto import hypervolume
+from parrot_t2i.prompts import read_prompt_file
+from parrot_t2i.rewards import build_reward
+from parrot_t2i.runs import open_run, run_policy
+from parrot_t2i.stats import mean_ci
+from parrot_t2i.t2i import T2IPolicy
+from parrot_t2i.trainer import train
+
+RESULTS = Path(__file__).parent / "results"
+ALGORITHM_1 = ["sample.group_by=prompt_reward", "sample.prompts_per_iteration=1", "sample.images_per_prompt=8"]
+# (key, label, family, overrides); family "base" rows are not trained.
+# In the order a default invocation runs them (each seed goes through every row before the next).
+ROWS = [
+    ("base_plain", "base, plain prompt", "base", None),
+    ("base", "base + identifiers", "base", None),
+    ("random", "random weights (control)", "control", ["objective.name=random"]),
+    ("ws_group_z", "weighted sum, group z (Flow-GRPO)", "scalarisation", ["objective.name=weighted_sum", "objective.reward_normalization=group"]),
+    ("pareto_z", "Pareto filter + group z", "pareto", ["objective.name=weighted_sum", "objective.pareto_filter=true", "objective.reward_normalization=group"]),
+    ("dpok_raw", "DPOK weighted sum, raw", "scalarisation", ["objective.name=weighted_sum", "objective.reward_normalization=none", *ALGORITHM_1]),
+    ("parrot_raw", "Parrot Eq. 4, raw (Algorithm 1)", "pareto", ["objective.name=parrot", "objective.reward_normalization=none", "objective.selection=global", *ALGORITHM_1]),
+    ("gdpo", "normalise-then-sum (GDPO)", "scalarisation", ["objective.name=normalize_then_sum"]),
+    ("front_rank", "front rank + crowding", "pareto", ["objective.name=front_rank"]),
+    ("dominance", "dominance count", "pareto", ["objective.name=dominance_count"]),
+    ("hv_contrib", "HV contribution", "pareto", ["objective.name=hv_contribution"]),
+    ("parrot_z", "Parrot Eq. 4, group z (old default)", "pareto", ["objective.name=parrot", "objective.reward_normalization=group"]),
+]
+CHECKED = ("shape", "colour", "background")
+REFERENCE_QUANTILE = 0.10
+
+
+def code_version() -> str:
+    """The commit the study runs on, with "+dirty" when the working tree differs from it."""
+    root = Path(__file__).resolve().parent.parent
+    run = lambda *cmd: subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True).stdout.strip()
+    return run("rev-parse", "--short", "HEAD") + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def train_row(out: Path, overrides: list[str], common: list[str]) -> dict:
+    """Train one row into ``out`` unless a finished training is there; its cost statistics."""
+    if not (out / "summary.json").is_file():
+        shutil.rmtree(out, ignore_errors=True)  # an interrupted training starts over
+        train(load_config(None, [*common, f"train.output_dir={out}", *overrides]))
+        (out / "code_version.txt").write_text(code_version() + "\n")
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    weights_nonzero = [h["selected_fraction"] for h in history]
+    return {
+        "wall_time_s": json.loads((out / "summary.json").read_text())["wall_time_s"],
+        "iteration_s": float(np.median([h["time/iteration"] for h in history])),
+        "backward_fraction": float(np.mean(weights_nonzero)),
+        "code_version": (out / "code_version.txt").read_text().strip(),
+    }
+
+
+def evaluate_row(cache: Path, policy: T2IPolicy, rewards, names, prompts, inference: Inference, images_per_prompt: int, checker: AttributeChecker) -> dict:
+    """Per-image rewards and checker hits on the held-out prompts, cached in ``cache``."""
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    result = evaluate(policy, rewards, names, prompts, images_per_prompt=images_per_prompt, inference=inference, batch_size=32)
+    predicted = checker.predict(result.images)
+    hits = {a: [p == parse_prompt(prompt).get(a) for p, prompt in zip(predicted[a], result.prompts)] for a in CHECKED}
+    record = {"prompts": result.prompts, "scores": result.scores.tolist(), "checker": hits, "code_version": code_version()}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(record))
+    return record
+
+
+def per_prompt_hypervolume(record: dict, reference: np.ndarray) -> float:
+    """Mean over prompts of the hypervolume of that prompt's images above ``reference``."""
+    scores, prompts = np.array(record["scores"]), np.array(record["prompts"])
+    return float(np.mean([hypervolume(scores[prompts == p], reference) for p in dict.fromkeys(record["prompts"])]))
+
+
+def interval(values: list[float]) -> dict:
+    mean, half = mean_ci(values)
+    return {"mean": mean, "ci95": half, "per_seed": values}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--rows", nargs="+", default=[key for key, *_ in ROWS], help="row keys, in the order to run them")
+    parser.add_argument("--iterations", type=int, default=10)
+    # 10 iterations at 1e-3 move the model about as far as the default job's 50 at 5e-4, measurably
+    # (issue 15: random weights alone cost alignment −0.16 / −0.07 at this budget).
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--train-steps", type=int, default=10, help="DDIM steps while training (evaluation uses --eval-steps)")
+    parser.add_argument("--eval-steps", type=int, default=20)
+    parser.add_argument("--timestep-fraction", type=float, default=0.5, help="share of the training steps each sample's update covers")
+    parser.add_argument("--images-per-prompt", type=int, default=4)
+    parser.add_argument("--eval-prompts", type=int, default=30, help="the first N held-out prompts (30: all)")
+    parser.add_argument("--work-dir", default="runs/pareto_study")
+    parser.add_argument("--out", default=str(RESULTS / "pareto_study.json"))
+    args = parser.parse_args()
+    unknown = set(args.rows) - {key for key, *_ in ROWS}
+    if unknown:
+        parser.error(f"unknown rows {sorted(unknown)}; rows: {', '.join(key for key, *_ in ROWS)}")
+    started = time.perf_counter()
+    rows = [row for key in dict.fromkeys(["base", *args.rows]) for row in ROWS if row[0] == key]
+    prompts = read_prompt_file("builtin:mini-heldout", "held-out prompts")[: args.eval_prompts]
+    defaults = load_config(None)
+    names = [spec.name for spec in defaults.rewards]
+    rewards = [build_reward(spec) for spec in defaults.rewards]
+    checker = AttributeChecker.from_pretrained(weights_path("checker")).eval()
+    identifiers = identifier_strings(len(names), defaults.prompts.identifier_template)
+    work = Path(args.work_dir)
+    budget = [f"train.num_iterations={args.iterations}", f"train.learning_rate={args.learning_rate}", f"sample.num_inference_steps={args.train_steps}", f"train.timestep_fraction={args.timestep_fraction}"]
+    common = ["pen.pretrained=null", "train.pen=false", "prompts.identifiers=true", "eval.file=null", "train.log_images_every=0", "train.checkpoint_every=0", *budget]
+
+    evals: dict[str, dict[int, dict]] = {key: {} for key, *_ in rows}
+    costs: dict[str, dict[int, dict]] = {key: {} for key, *_ in rows}
+    for seed in args.seeds:
+        for key, label, family, overrides in rows:
+            inference = Inference(identifiers=[] if key == "base_plain" else identifiers, original_guidance=False, guidance_scale=defaults.sample.guidance_scale, num_inference_steps=args.eval_steps, seed=1234 + seed)
+            out = work / f"seed{seed}" / key
+            if overrides is None:
+                policy = T2IPolicy.from_pretrained(defaults.model.pretrained)
+            else:
+                print(f"seed {seed}: training {label}", flush=True)
+                costs[key][seed] = train_row(out, overrides, [*common, f"train.seed={seed}"])
+                policy = run_policy(*open_run(out))
+            evals[key][seed] = evaluate_row(out / "eval.json", policy, rewards, names, prompts, inference, args.images_per_prompt, checker)
+        write_results(args, rows, evals, costs, names, started)
+
+
+def write_results(args, rows, evals, costs, names, started) -> None:
+    """Aggregate what is finished so far into the JSON, the table and the figure."""
+    base_scores = np.concatenate([np.array(r["scores"]) for r in evals["base"].values()])
+    reference = np.quantile(base_scores, REFERENCE_QUANTILE, axis=0)
+    seeds = sorted(evals["base"])
+    table = {}
+    for key, label, family, _ in rows:
+        done = [s for s in seeds if s in evals[key]]
+        if not done:
+            continue
+        per_seed = {c: [] for c in [*names, "average", "hv_per_prompt", "worst_change", *CHECKED]}
+        for s in done:
+            scores, base = np.array(evals[key][s]["scores"]), np.array(evals["base"][s]["scores"])
+            means = scores.mean(0)
+            for k, name in enumerate(names):
+                per_seed[name].append(float(means[k]))
+            per_seed["average"].append(float(means.mean()))
+            per_seed["hv_per_prompt"].append(per_prompt_hypervolume(evals[key][s], reference))
+            per_seed["worst_change"].append(float((means - base.mean(0)).min()))
+            for a in CHECKED:
+                per_seed[a].append(float(np.mean(evals[key][s]["checker"][a])))
+        entry = {"label": label, "family": family, "seeds": done, **{c: interval(v) for c, v in per_seed.items()}}
+        if costs.get(key):
+            entry["cost"] = {c: float(np.mean([costs[key][s][c] for s in costs[key]])) for c in ("iteration_s", "backward_fraction", "wall_time_s")}
+            entry["code_versions"] = sorted({costs[key][s]["code_version"] for s in costs[key]})
+        table[key] = entry
+    comparison = compare(table)
+    result = {
+        "code_version": code_version(),
+        "budget": {"iterations": args.iterations, "images_per_iteration": 32, "learning_rate": args.learning_rate, "train_steps": args.train_steps, "timestep_fraction": args.timestep_fraction, "trained": "T2I cross-attention only, identifiers on, no PEN"},
+        "eval": {"prompts": args.eval_prompts, "images_per_prompt": args.images_per_prompt, "steps": args.eval_steps, "noise_seed": "1234 + training seed", "inference": "all identifiers, CFG 5, no expansion (base_plain: no identifiers)"},
+        "hypervolume_reference": {"quantile": REFERENCE_QUANTILE, "of": "each reward over the base + identifiers images, pooled over seeds", "point": dict(zip(names, reference.tolist()))},
+        "table": table,
+        "comparison": comparison,
+        "wall_seconds_this_invocation": round(time.perf_counter() - started, 1),
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print_table(table, names, comparison)
+    plot(table, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}", flush=True)
+
+
+def compare(table: dict) -> dict:
+    """Best Pareto row vs best scalarisation (each by mean average reward), paired per seed."""
+    best = {}
+    for family in ("pareto", "scalarisation"):
+        rows = [k for k, v in table.items() if v["family"] == family]
+        if rows:
+            best[family] = max(rows, key=lambda k: table[k]["average"]["mean"])
+    if len(best) < 2:
+        return {}
+    p, s = table[best["pareto"]], table[best["scalarisation"]]
+    shared = [seed for seed in p["seeds"] if seed in s["seeds"]]
+    diffs = {}
+    for c in ("average", "hv_per_prompt", "worst_change", *CHECKED):
+        pick = lambda row: [row[c]["per_seed"][row["seeds"].index(seed)] for seed in shared]
+        diffs[c] = interval([a - b for a, b in zip(pick(p), pick(s))])
+    return {"best_pareto": best["pareto"], "best_scalarisation": best["scalarisation"], "seeds": shared, "pareto_minus_scalarisation": diffs}
+
+
+def print_table(table: dict, names: list[str], comparison: dict) -> None:
+    columns = [*names, "average", "hv_per_prompt", "worst_change", *CHECKED]
+    print("\n| row | " + " | ".join(columns) + " | backward | s/it | seeds |\n|---|" + "---:|" * (len(columns) + 3))
+    for entry in table.values():
+        cost = entry.get("cost", {})
+        cells = [f"{entry[c]['mean']:.4f} ± {entry[c]['ci95']:.4f}" for c in columns]
+        print(f"| {entry['label']} | " + " | ".join(cells) + f" | {cost.get('backward_fraction', float('nan')):.2f} | {cost.get('iteration_s', float('nan')):.1f} | {len(entry['seeds'])} |")
+    if comparison:
+        d = comparison["pareto_minus_scalarisation"]
+        print(f"\nbest Pareto ({comparison['best_pareto']}) − best scalarisation ({comparison['best_scalarisation']}), paired over seeds {comparison['seeds']}: " + ", ".join(f"{c} {v['mean']:+.4f} ± {v['ci95']:.4f}" for c, v in d.items()))
+
+
+def plot(table: dict, path: Path) -> None:
+    """Mean ± 95% interval over seeds of four headline measures, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("average", "average of the four rewards"), ("hv_per_prompt", "per-prompt hypervolume"), ("worst_change", "worst per-reward change vs base + ids"), ("colour", "checker: colour accuracy")]
+    colours = {"base": "0.4", "control": "tab:gray", "scalarisation": "tab:blue", "pareto": "tab:red"}
+    entries = list(table.values())
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.35 * len(entries) + 1.6), sharey=True)
+    for ax, (column, title) in zip(axes, panels):
+        for y, entry in enumerate(entries):
+            mean, half = entry[column]["mean"], entry[column]["ci95"]
+            ax.errorbar(mean, y, xerr=0 if np.isnan(half) else half, fmt="o", color=colours[entry["family"]], capsize=3)
+        if "base" in table:
+            ax.axvline(table["base"][column]["mean"], color="0.6", linestyle="--", linewidth=1)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(entries)), [e["label"] for e in entries])
+    axes[0].invert_yaxis()
+    fig.suptitle("Objectives on the mini world: mean ± 95% interval over seeds (dashed: base + identifiers)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
