@@ -31,6 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from parrot_t2i.config import load_config
 from parrot_t2i.evaluate import generate, score
 from parrot_t2i.identifiers import identifier_strings
 from parrot_t2i.mini import weights_path
@@ -62,7 +63,8 @@ def checker_accuracy(checker: AttributeChecker, n: int = 1024, seed: int = 99) -
 
 def prompt_following(policy: T2IPolicy, checker: AttributeChecker, prompts: list[str], per_prompt: int, prefix: str) -> tuple[dict[str, float], torch.Tensor, list[str]]:
     originals = [p for p in prompts for _ in range(per_prompt)]
-    images = generate(policy, [f"{prefix} {p}".strip() for p in originals], seed=0)
+    sample = load_config(None).sample  # the default job's guidance and steps
+    images = generate(policy, [f"{prefix} {p}".strip() for p in originals], seed=0, num_inference_steps=sample.num_inference_steps, guidance_scale=sample.guidance_scale)
     predicted = checker.predict(images)
     accuracy = {}
     for name in TARGETS:

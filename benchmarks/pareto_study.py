@@ -46,6 +46,7 @@ import platform
 import shutil
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,8 +55,7 @@ import numpy as np
 import torch
 
 from parrot_t2i.config import load_config
-from parrot_t2i.evaluate import Inference, evaluate
-from parrot_t2i.identifiers import identifier_strings
+from parrot_t2i.evaluate import Inference, evaluate, inference_from_config
 from parrot_t2i.mini import weights_path
 from parrot_t2i.mini.nets import AttributeChecker
 from parrot_t2i.mini.world import parse_prompt
@@ -162,7 +162,6 @@ def main() -> None:
     names = [spec.name for spec in defaults.rewards]
     rewards = [build_reward(spec) for spec in defaults.rewards]
     checker = AttributeChecker.from_pretrained(weights_path("checker")).eval()
-    identifiers = identifier_strings(len(names), defaults.prompts.identifier_template)
     work = Path(args.work_dir)
     budget = [f"train.num_iterations={args.iterations}", f"train.learning_rate={args.learning_rate}", f"sample.num_inference_steps={args.train_steps}", f"train.timestep_fraction={args.timestep_fraction}"]
     common = ["pen.pretrained=null", "train.pen=false", "prompts.identifiers=true", "eval.file=null", "train.log_images_every=0", "train.checkpoint_every=0", *budget]
@@ -171,7 +170,8 @@ def main() -> None:
     costs: dict[str, dict[int, dict]] = {key: {} for key, *_ in rows}
     for seed in args.seeds:
         for key, label, family, overrides in rows:
-            inference = Inference(identifiers=[] if key == "base_plain" else identifiers, original_guidance=False, guidance_scale=defaults.sample.guidance_scale, num_inference_steps=args.eval_steps, seed=1234 + seed)
+            plain = dict(original_guidance=False, guidance_scale=5.0, guidance_rescale=0.0, num_inference_steps=args.eval_steps, seed=1234 + seed)  # the protocol, pinned
+            inference = replace(inference_from_config(defaults, None, trained_identifiers=key != "base_plain"), **plain)
             out = work / f"seed{seed}" / key
             if overrides is None:
                 policy = T2IPolicy.from_pretrained(defaults.model.pretrained)

@@ -40,7 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from parrot_t2i.config import load_config
-from parrot_t2i.evaluate import Inference, evaluate, inference_from_config
+from parrot_t2i.evaluate import evaluate, inference_from_config
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.report import front_hypervolume, line_plot
 from parrot_t2i.rewards import build_reward
@@ -104,7 +104,7 @@ def main() -> None:
             curves.setdefault(name, []).append([sum(h[f"reward/{n}/mean"] for n in names) / len(names) for h in history])
         for row, training, changes in ROWS:
             if training is None:
-                policy, inference = T2IPolicy.from_pretrained(base_config.model.pretrained), Inference()
+                policy, inference = T2IPolicy.from_pretrained(base_config.model.pretrained), inference_from_config(base_config, None, trained_identifiers=False)
             else:
                 config, checkpoint = runs[training]
                 policy, inference = run_policy(config, checkpoint), inference_from_config(config, run_expander(config, checkpoint))

@@ -55,7 +55,7 @@ def _generate(args: argparse.Namespace) -> None:
     import json
     from dataclasses import replace
 
-    from .evaluate import Inference, infer, inference_from_config, score
+    from .evaluate import infer, inference_from_config, score
     from .identifiers import DEFAULT_TEMPLATE, choose_identifiers, identifier_strings
     from .images import save_grid
     from .pen import PromptExpander
@@ -63,7 +63,7 @@ def _generate(args: argparse.Namespace) -> None:
     from .runs import open_run, run_expander, run_policy
     from .t2i import T2IPolicy
 
-    _check_flags(args, ("--n", *ONE_OR_MORE), ("--eta", *UNIT), ("--w1", *NON_NEGATIVE), ("--w2", *NON_NEGATIVE), ("--steps", *ONE_OR_MORE), ("--guidance-scale", *ONE_OR_MORE))
+    _check_flags(args, ("--n", *ONE_OR_MORE), ("--eta", *UNIT), ("--w1", *NON_NEGATIVE), ("--w2", *NON_NEGATIVE), ("--guidance-rescale", *UNIT), ("--steps", *ONE_OR_MORE), ("--guidance-scale", *ONE_OR_MORE))
     reward_names = [r.strip() for r in (args.rewards or "").split(",") if r.strip()]
     if args.run and args.pen:
         raise ConfigError("--pen goes with --model; a run uses its own (trained) PEN")
@@ -80,18 +80,22 @@ def _generate(args: argparse.Namespace) -> None:
         policy, source = T2IPolicy.from_pretrained(args.model), args.model
         pen = args.pen or ("builtin:mini" if args.model == "builtin:mini" else None)
         expander = None if args.no_expand or not pen else PromptExpander.from_pretrained(pen)
-        inference = Inference(expander=expander)
+        config = load_config(None)  # a model without a run: the config defaults are its inference
+        inference = inference_from_config(config, expander, trained_identifiers=False)
         reward_specs = reward_names
         strings = identifier_strings(len(reward_names), DEFAULT_TEMPLATE) if reward_names else []
         default_identifiers = "none"  # a base model has not learnt any identifier
+    if (config.model.pretrained if args.run else args.model) == "builtin:mini":
+        _warn_unsupported_words(args.prompt)
     if not strings and args.identifiers not in (None, "none"):
         raise ConfigError("--identifiers needs to know the rewards: use --run, or --rewards with --model")
     inference = replace(
         inference,
         identifiers=choose_identifiers(args.identifiers or default_identifiers, strings),
-        original_guidance=not args.no_original_guidance,
+        original_guidance=inference.original_guidance and not args.no_original_guidance,
         w1=inference.w1 if args.w1 is None else args.w1,
         w2=inference.w2 if args.w2 is None else args.w2,
+        guidance_rescale=inference.guidance_rescale if args.guidance_rescale is None else args.guidance_rescale,
         guidance_scale=args.guidance_scale or inference.guidance_scale,
         num_inference_steps=args.steps or inference.num_inference_steps,
         eta=args.eta,
@@ -106,6 +110,7 @@ def _generate(args: argparse.Namespace) -> None:
         if inference.original_guidance
         else {"mode": "classifier-free", "scale": inference.guidance_scale}
     )
+    guidance["rescale"] = inference.guidance_rescale
     record = {
         "prompt": args.prompt,
         "model": source,
@@ -130,7 +135,7 @@ def _generate(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from .evaluate import Inference, evaluate, inference_from_config
+    from .evaluate import evaluate, inference_from_config
     from .prompts import read_prompt_file
     from .report import Entry, write_report
     from .rewards import build_reward
@@ -155,8 +160,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         inference = replace(inference_from_config(config, run_expander(config, checkpoint)), seed=args.seed)
         evaluation = evaluate(run_policy(config, checkpoint), rewards, names, prompts, images_per_prompt=args.images_per_prompt, inference=inference, desc=Path(run).name)
         entries.append(Entry(Path(run).name, str(checkpoint), evaluation))
-    for model in args.model:
-        inference = Inference(original_guidance=False, seed=args.seed)  # the base model: the prompt as given, CFG 5
+    for model in args.model:  # a base model: the prompt as given (no PEN, no identifiers), the config defaults' guidance
+        inference = replace(inference_from_config(load_config(None), None, trained_identifiers=False), seed=args.seed)
         evaluation = evaluate(T2IPolicy.from_pretrained(model), rewards, names, prompts, images_per_prompt=args.images_per_prompt, inference=inference, desc=model)
         entries.append(Entry(model, model, evaluation))
     results = write_report(entries, args.out, reference, args.prompts, args.images_per_prompt)
@@ -165,6 +170,14 @@ def _evaluate(args: argparse.Namespace) -> None:
     for entry in results["entries"]:
         print(" | ".join([entry["label"], *(f"{entry['rewards'][n]['mean']:.4f}±{entry['rewards'][n]['ci95']:.4f}" for n in [*names, "average"]), f"{entry['hypervolume']:.4g}"]))
     print(f"wrote {Path(args.out) / 'report.html'}, report.md and results.json")
+
+
+def _warn_unsupported_words(prompt: str) -> None:
+    from .mini.world import unsupported_words
+
+    words = unsupported_words(prompt)
+    if words:
+        print(f"parrot: warning: the mini world has no {', '.join(repr(w) for w in words)}: the model will not draw them (docs/MINI_WORLD.md lists what it has)", file=sys.stderr)
 
 
 def _sft_pen(args: argparse.Namespace) -> None:
@@ -237,21 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--pen", help="with --model: the prompt expansion network (default: builtin:mini for builtin:mini, else none)")
     gen.add_argument("--n", type=int, default=8, help="number of images (default 8)")
     gen.add_argument("--identifiers", help="reward identifiers to prefix: all, none, or reward numbers such as 1,3 (default: all for a run trained with them, else none)")
-    gen.add_argument("--w1", type=float, help="weight of the original prompt in Eq. 5 guidance (default: the run's eval.w1, else 5)")
-    gen.add_argument("--w2", type=float, help="weight of the expanded prompt in Eq. 5 guidance (default: the run's eval.w2, else 5)")
+    gen.add_argument("--w1", type=float, help="weight of the original prompt in Eq. 5 guidance (default: the run's eval.w1, else the config default)")
+    gen.add_argument("--w2", type=float, help="weight of the expanded prompt in Eq. 5 guidance (default: the run's eval.w2, else the config default)")
+    gen.add_argument("--guidance-rescale", type=float, help="guidance rescale φ in [0, 1] (Lin et al. 2024; default: the run's eval.guidance_rescale, else the config default)")
     gen.add_argument("--no-original-guidance", action="store_true", help="plain classifier-free guidance on the expanded prompt (with --guidance-scale)")
     gen.add_argument("--no-expand", action="store_true", help="do not expand the prompt with the PEN")
     gen.add_argument("--rewards", help="comma-separated reward names to score every image with (default: the run's rewards)")
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--steps", type=int, help="DDIM steps (default: the run's, else 20)")
-    gen.add_argument("--guidance-scale", type=float, help="CFG scale with --no-original-guidance (default: the run's, else 5)")
+    gen.add_argument("--steps", type=int, help="DDIM steps (default: the run's, else the config default)")
+    gen.add_argument("--guidance-scale", type=float, help="CFG scale with --no-original-guidance (default: the run's, else the config default)")
     gen.add_argument("--eta", type=float, default=0.0, help="DDIM η (default 0: deterministic)")
     gen.add_argument("--out", default="grid.png", help="PNG grid to write; prompt, expansions, settings and rewards go to a .json beside it")
     gen.set_defaults(func=_generate)
 
     ev = sub.add_parser("evaluate", help="score runs and models side by side on a prompt set; writes report.md/.html and results.json")
     ev.add_argument("--run", action="append", default=[], help="a run folder (its last checkpoint, PEN and inference settings); repeatable")
-    ev.add_argument("--model", action="append", default=[], help="a base model (hub id, folder, builtin:NAME), prompt as given with CFG 5; repeatable")
+    ev.add_argument("--model", action="append", default=[], help="a base model (hub id, folder, builtin:NAME): the prompt as given, the config defaults' guidance; repeatable")
     ev.add_argument("--prompts", default="builtin:mini-heldout", help="prompt file: text, JSONL, PartiPrompts TSV (file.tsv#Category=Animals) or builtin:NAME")
     ev.add_argument("--images-per-prompt", type=int, default=8)
     ev.add_argument("--rewards", help="comma-separated reward names (default: the first run's rewards)")

@@ -217,6 +217,11 @@ class EvalConfig:
     original_prompt_guidance: bool = True
     w1: float = 2.5
     w2: float = 2.5
+    # Guidance rescale φ (Lin et al. 2024): 0 is off; 0.7 is the paper's value for SD.
+    guidance_rescale: float = 0.0
+    # These settings are the one source of inference defaults: the run's own evaluation,
+    # `parrot evaluate --run` and `parrot generate --run` read them from the run's config.yaml;
+    # `parrot generate --model` and `parrot evaluate --model` read this dataclass's defaults.
 
 
 @dataclass
@@ -257,6 +262,7 @@ class Config:
             ("eval.images_per_prompt", self.eval.images_per_prompt >= 1, ">= 1"),
             ("eval.w1", self.eval.w1 >= 0, ">= 0"),
             ("eval.w2", self.eval.w2 >= 0, ">= 0"),
+            ("eval.guidance_rescale", 0 <= self.eval.guidance_rescale <= 1, "in [0, 1]"),
             ("pen.max_new_tokens", self.pen.max_new_tokens >= 1, ">= 1"),
             ("pen.temperature", self.pen.temperature > 0, "> 0"),
             ("pen.top_p", 0 < self.pen.top_p <= 1, "in (0, 1]"),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 from diffusers import DDIMScheduler
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
@@ -74,6 +75,12 @@ def original_prompt_guidance(eps_uncond: Tensor, eps_orig: Tensor, eps_expanded:
     bring. With w2 = 0 it is plain CFG on c; with ĉ = c it is plain CFG with w = w1 + w2.
     """
     return eps_uncond + w1 * (eps_orig - eps_uncond) + w2 * (eps_expanded - eps_uncond)
+
+
+def eq5_positive(eps_orig: Tensor, eps_expanded: Tensor, w1: float, w2: float) -> Tensor:
+    """The conditional prediction Eq. 5 extrapolates towards, (w1·ε(c) + w2·ε(ĉ)) / (w1 + w2):
+    what guidance rescale matches the standard deviation of (ε(c) itself when ĉ = c, as in CFG)."""
+    return (w1 * eps_orig + w2 * eps_expanded) / max(w1 + w2, 1e-8)
 
 
 def _per_sample(values: Tensor, ndim: int) -> Tensor:
@@ -136,23 +143,32 @@ def ddim_step_log_prob(
     return prev_sample, torch.where(stochastic, log_prob, torch.zeros_like(log_prob))
 
 
-def guided_noise(unet, sample: Tensor, timesteps: Tensor, cond: Conditioning, uncond: Conditioning, guidance_scale: float) -> Tensor:
-    """Classifier-free-guided ε from **one** batched UNet call over [uncond; cond]."""
+def guided_noise(unet, sample: Tensor, timesteps: Tensor, cond: Conditioning, uncond: Conditioning, guidance_scale: float, rescale: float = 0.0) -> Tensor:
+    """Classifier-free-guided ε from **one** batched UNet call over [uncond; cond].
+
+    ``rescale`` φ > 0 applies guidance rescale (Lin et al. 2024, §3.4; diffusers' ``rescale_noise_cfg``):
+    the guided prediction is pulled towards the conditional one's standard deviation, which
+    undoes the over-saturation strong guidance causes.
+    """
     if guidance_scale == 1.0:
         return _unet(unet, sample, timesteps, cond)
     both = Conditioning.cat([uncond, cond])
     t = timesteps.expand(len(sample))
     eps = _unet(unet, torch.cat([sample, sample]), torch.cat([t, t]), both)
     eps_uncond, eps_cond = eps.chunk(2)
-    return classifier_free_guidance(eps_uncond, eps_cond, guidance_scale)
+    guided = classifier_free_guidance(eps_uncond, eps_cond, guidance_scale)
+    return rescale_noise_cfg(guided, eps_cond, rescale) if rescale > 0 else guided
 
 
-def original_guided_noise(unet, sample: Tensor, timesteps: Tensor, orig: Conditioning, expanded: Conditioning, uncond: Conditioning, w1: float, w2: float) -> Tensor:
-    """Eq. 5 ε from **one** batched UNet call over [uncond; original; expanded] (three branches)."""
+def original_guided_noise(unet, sample: Tensor, timesteps: Tensor, orig: Conditioning, expanded: Conditioning, uncond: Conditioning, w1: float, w2: float, rescale: float = 0.0) -> Tensor:
+    """Eq. 5 ε from **one** batched UNet call over [uncond; original; expanded] (three branches);
+    ``rescale`` as in :func:`guided_noise`, against :func:`eq5_positive`."""
     three = Conditioning.cat([uncond, orig, expanded])
     t = timesteps.expand(len(sample))
     eps = _unet(unet, torch.cat([sample, sample, sample]), torch.cat([t, t, t]), three)
-    return original_prompt_guidance(*eps.chunk(3), w1, w2)
+    eps_uncond, eps_orig, eps_expanded = eps.chunk(3)
+    guided = original_prompt_guidance(eps_uncond, eps_orig, eps_expanded, w1, w2)
+    return rescale_noise_cfg(guided, eq5_positive(eps_orig, eps_expanded, w1, w2), rescale) if rescale > 0 else guided
 
 
 def _unet(unet, sample: Tensor, timesteps: Tensor, cond: Conditioning) -> Tensor:

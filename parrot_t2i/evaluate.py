@@ -11,7 +11,7 @@ Evaluation samples with deterministic DDIM (η = 0) from a fixed seed, so that "
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from diffusers import DDIMScheduler
@@ -29,34 +29,41 @@ from .t2i import T2IPolicy
 
 @dataclass
 class Inference:
-    """How a user prompt becomes images; the defaults are the paper's full Parrot inference."""
+    """How a user prompt becomes images. Build it with :func:`inference_from_config`: a config's
+    ``eval`` and ``sample`` sections are the one source of these settings."""
 
-    expander: PromptExpander | None = None  # the PEN; None: no expansion (ĉ = c)
-    identifiers: list[str] = field(default_factory=list)  # identifier strings prefixed to ĉ, e.g. all K
-    original_guidance: bool = True  # Eq. 5 with w1, w2; False: CFG on ĉ' with guidance_scale
-    w1: float = 5.0
-    w2: float = 5.0
-    guidance_scale: float = 5.0
-    num_inference_steps: int = 20
-    eta: float = 0.0
-    seed: int = 0
-    temperature: float = 1.0  # PEN sampling
-    top_p: float = 1.0
-    max_new_tokens: int = 32
+    expander: PromptExpander | None  # the PEN; None: no expansion (ĉ = c)
+    identifiers: list[str]  # identifier strings prefixed to ĉ, e.g. all K
+    original_guidance: bool  # Eq. 5 with w1, w2; False: CFG on ĉ' with guidance_scale
+    w1: float
+    w2: float
+    guidance_rescale: float  # φ of guidance rescale (Lin et al. 2024); 0: off
+    guidance_scale: float
+    num_inference_steps: int
+    eta: float  # 0: deterministic DDIM
+    seed: int
+    temperature: float  # PEN sampling
+    top_p: float
+    max_new_tokens: int
 
 
-def inference_from_config(config: Config, expander: PromptExpander | None) -> Inference:
-    """The inference a run's ``eval`` settings describe (identifiers only if training used them)."""
+def inference_from_config(config: Config, expander: PromptExpander | None, trained_identifiers: bool | None = None) -> Inference:
+    """The inference a config's ``eval`` settings describe. Identifiers are prefixed only if the
+    model learnt them: by default, if the config trained with them (``prompts.identifiers``); pass
+    ``trained_identifiers=False`` for a base model that never saw them."""
     strings = identifier_strings(len(config.rewards), config.prompts.identifier_template, config.prompts.identifier_strings)
+    learnt = config.prompts.identifiers if trained_identifiers is None else trained_identifiers
     pen, ev = config.pen, config.eval
     return Inference(
         expander=expander if ev.expand else None,
-        identifiers=choose_identifiers(config.eval.identifiers, strings) if config.prompts.identifiers else [],
+        identifiers=choose_identifiers(ev.identifiers, strings) if learnt else [],
         original_guidance=ev.original_prompt_guidance,
         w1=ev.w1,
         w2=ev.w2,
+        guidance_rescale=ev.guidance_rescale,
         guidance_scale=config.sample.guidance_scale,
         num_inference_steps=config.sample.num_inference_steps,
+        eta=0.0,
         seed=ev.seed,
         temperature=pen.temperature,
         top_p=pen.top_p,
@@ -83,12 +90,13 @@ def generate(
     policy: T2IPolicy,
     prompts: list[str],
     *,
+    seed: int,
+    num_inference_steps: int,
+    guidance_scale: float | None = None,
     originals: list[str] | None = None,
-    seed: int = 0,
-    num_inference_steps: int = 20,
-    guidance_scale: float = 5.0,
-    w1: float = 5.0,
-    w2: float = 5.0,
+    w1: float | None = None,
+    w2: float | None = None,
+    guidance_rescale: float = 0.0,
     eta: float = 0.0,
     batch_size: int = 64,
     desc: str | None = None,
@@ -97,8 +105,11 @@ def generate(
 
     Plain classifier-free guidance on ``prompts`` with ``guidance_scale``; or, given
     ``originals`` (the user prompts c, one per row), original-prompt-centred guidance (Eq. 5)
-    with ``prompts`` as ĉ and weights w1, w2. With ``desc``, a progress bar counts the UNet calls.
+    with ``prompts`` as ĉ and weights w1, w2. ``guidance_rescale`` > 0 rescales either. With
+    ``desc``, a progress bar counts the UNet calls.
     """
+    if (guidance_scale is None) if originals is None else (w1 is None or w2 is None):
+        raise ValueError("generate needs guidance_scale (CFG), or originals with w1 and w2 (Eq. 5)")
     device = policy.unet.device
     scheduler = DDIMScheduler.from_config(policy.scheduler.config)  # a copy: training keeps its own timesteps
     scheduler.set_timesteps(num_inference_steps, device=device)
@@ -114,9 +125,9 @@ def generate(
             for t in scheduler.timesteps:
                 x_in, empty = scheduler.scale_model_input(x, t), uncond.expand(len(cond))
                 if orig is None:
-                    eps = guided_noise(policy.unet, x_in, t.reshape(1), cond, empty, guidance_scale)
+                    eps = guided_noise(policy.unet, x_in, t.reshape(1), cond, empty, guidance_scale, guidance_rescale)
                 else:
-                    eps = original_guided_noise(policy.unet, x_in, t.reshape(1), orig, cond, empty, w1, w2)
+                    eps = original_guided_noise(policy.unet, x_in, t.reshape(1), orig, cond, empty, w1, w2, guidance_rescale)
                 x = scheduler.step(eps, t, x, eta=eta, generator=generator).prev_sample
                 bar.update()
             images.append(policy.decode(x))
@@ -141,6 +152,7 @@ def infer(policy: T2IPolicy, prompts: list[str], inference: Inference, *, batch_
         guidance_scale=inference.guidance_scale,
         w1=inference.w1,
         w2=inference.w2,
+        guidance_rescale=inference.guidance_rescale,
         eta=inference.eta,
         batch_size=batch_size,
         desc=desc,

@@ -4,6 +4,7 @@ import sys
 import torch
 
 from parrot_t2i.cli import main
+from parrot_t2i.config import EvalConfig
 
 
 def test_train_tiny_preset_end_to_end(tmp_path, capsys):
@@ -76,7 +77,8 @@ def test_generate_writes_a_grid_and_its_settings(tmp_path, capsys):
     assert {k: record[k] for k in ("prompt", "model", "expanded", "identifiers", "seed", "num_inference_steps", "eta")} == {
         "prompt": "a red circle", "model": "builtin:mini", "expanded": True, "identifiers": ["<reward 2>"], "seed": 3, "num_inference_steps": 4, "eta": 0.0,
     }
-    assert record["guidance"] == {"mode": "original-prompt-centred (Eq. 5)", "w1": 5.0, "w2": 5.0}
+    defaults = EvalConfig()  # a model without a run takes the config's defaults: the one source
+    assert record["guidance"] == {"mode": "original-prompt-centred (Eq. 5)", "w1": defaults.w1, "w2": defaults.w2, "rescale": defaults.guidance_rescale}
     assert len(record["images"]) == 4
     for image in record["images"]:
         assert "red circle" in image["expansion"] and len(image["expansion"].split()) > 8  # the mini PEN's full captions
@@ -88,7 +90,7 @@ def test_generate_writes_a_grid_and_its_settings(tmp_path, capsys):
 
     assert main(["generate", "a red circle", "--n", "2", "--steps", "4", "--no-expand", "--no-original-guidance", "--guidance-scale", "3", "--out", str(out)]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
-    assert record["expanded"] is False and record["guidance"] == {"mode": "classifier-free", "scale": 3.0} and record["identifiers"] == []
+    assert record["expanded"] is False and record["guidance"] == {"mode": "classifier-free", "scale": 3.0, "rescale": 0.0} and record["identifiers"] == []
     assert [image["expansion"] for image in record["images"]] == ["a red circle"] * 2 and "rewards" not in record["images"][0]
 
 
@@ -107,15 +109,25 @@ def test_generate_bad_input_is_one_line(tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_generate_warns_about_words_the_mini_world_does_not_have(tmp_path, capsys):
+    assert main(["generate", "a red dog on a blue background", "--steps", "1", "--n", "1", "--no-expand", "--out", str(tmp_path / "g.png")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == ["parrot: warning: the mini world has no 'dog', 'blue background': the model will not draw them (docs/MINI_WORLD.md lists what it has)"]
+    assert main(["generate", "a red circle on a dark blue background", "--steps", "1", "--n", "1", "--no-expand", "--out", str(tmp_path / "g.png")]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_generate_from_a_joint_run_uses_its_trained_pen_and_identifiers(tmp_path, capsys):
     import json
 
     run = tmp_path / "run"
-    assert main(["train", "--config", "tiny", "--set", "train.num_iterations=1", "--set", "sample.num_inference_steps=2", "--set", "eval.file=null", "--output-dir", str(run)]) == 0
+    eval_settings = ["--set", "eval.w1=3.5", "--set", "eval.w2=1.5", "--set", "eval.guidance_rescale=0.5"]
+    assert main(["train", "--config", "tiny", "--set", "train.num_iterations=1", "--set", "sample.num_inference_steps=2", "--set", "eval.file=null", *eval_settings, "--output-dir", str(run)]) == 0
     out = tmp_path / "g.png"
     assert main(["generate", "a blue square", "--run", str(run), "--n", "2", "--steps", "2", "--out", str(out)]) == 0
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["model"].endswith("iter_000001") and record["identifiers"] == ["<reward 1>"] and record["expanded"]
+    assert record["guidance"] == {"mode": "original-prompt-centred (Eq. 5)", "w1": 3.5, "w2": 1.5, "rescale": 0.5}  # the run's own eval settings
     assert set(record["images"][0]["rewards"]) == {"brightness"}
 
 

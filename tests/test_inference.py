@@ -1,9 +1,14 @@
 """Parrot's inference: identifiers, original-prompt-centred guidance in the sampler, expansion capping."""
 
+import dataclasses
+from dataclasses import replace
+
 import pytest
 import torch
 
-from parrot_t2i.config import ConfigError, load_config
+from parrot_t2i.config import ConfigError, EvalConfig, load_config
+from parrot_t2i.diffusion import eq5_positive, original_prompt_guidance
+from parrot_t2i.mini.world import unsupported_words
 from parrot_t2i.errors import ParrotError
 from parrot_t2i.evaluate import (
     Inference,
@@ -74,7 +79,7 @@ def test_expansions_are_shortened_to_fit_the_t2i_text_encoder(mini_policy):
     prompts = ["a red circle", "a blue square on a black background"]
     full = pen.sample(prompts, seed=0)
     identifiers = identifier_strings(4)
-    inference = Inference(expander=pen, identifiers=identifiers, seed=0)
+    inference = replace(inference_from_config(load_config(None), pen), identifiers=identifiers, seed=0)
     expansions, conditioned = conditioned_prompts(mini_policy, prompts, inference)
     assert expansions == full.texts and conditioned == [" ".join(identifiers + [e]) for e in full.texts]  # they fit: unchanged
 
@@ -88,3 +93,36 @@ def test_expansions_are_shortened_to_fit_the_t2i_text_encoder(mini_policy):
     assert (kept < full.mask.sum(1)).all() and (short.log_probs[short.mask == 0] == 0).all()
     torch.testing.assert_close(short.log_probs, full.log_probs * short.mask)
     assert (short.ids[torch.arange(2), kept - 1] != pen.tokenizer.eos_token_id).all()  # the end was cut off
+
+
+def test_inference_settings_have_one_source():
+    # No field of Inference carries a default of its own: every setting comes from a config.
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in dataclasses.fields(Inference))
+    config = load_config(None, ["eval.w1=4", "eval.guidance_rescale=0.3", "sample.guidance_scale=6", "prompts.identifiers=true"])
+    inference = inference_from_config(config, None)
+    assert (inference.w1, inference.w2, inference.guidance_rescale, inference.guidance_scale) == (4.0, EvalConfig().w2, 0.3, 6.0)
+    assert len(inference.identifiers) == 4 and inference_from_config(config, None, trained_identifiers=False).identifiers == []
+
+
+def test_guidance_rescale_matches_the_positive_branch_std(mini_policy):
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+    gen = torch.Generator().manual_seed(0)
+    uncond, orig, expanded = (torch.randn(2, 3, 4, 4, generator=gen) for _ in range(3))
+    guided = original_prompt_guidance(uncond, orig, expanded, 3.0, 1.0)
+    positive = eq5_positive(orig, expanded, 3.0, 1.0)
+    torch.testing.assert_close(positive, 0.75 * orig + 0.25 * expanded)
+    full = rescale_noise_cfg(guided, positive, 1.0)
+    torch.testing.assert_close(full.std(dim=(1, 2, 3)), positive.std(dim=(1, 2, 3)))  # φ = 1: the positive's std
+    # In the sampler: with ĉ = c, rescaled Eq. 5 is rescaled CFG; φ changes the images.
+    prompts = ["a red circle on a white background"]
+    common = dict(seed=5, num_inference_steps=4)
+    cfg = generate(mini_policy, prompts, guidance_scale=5.0, guidance_rescale=0.7, **common)
+    torch.testing.assert_close(generate(mini_policy, prompts, originals=prompts, w1=3.0, w2=2.0, guidance_rescale=0.7, **common), cfg, atol=1e-4, rtol=0)
+    assert (cfg - generate(mini_policy, prompts, guidance_scale=5.0, **common)).abs().max() > 0.01
+
+
+def test_unsupported_words_of_the_mini_world():
+    assert unsupported_words("a red circle on a blue background") == ["blue background"]
+    assert unsupported_words("A Red circle on a dark blue background, striped") == []
+    assert unsupported_words("a purple cat on a pink background") == ["cat", "pink background"]

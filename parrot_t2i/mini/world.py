@@ -231,6 +231,25 @@ def parse_prompt(prompt: str) -> dict[str, str]:
     return found
 
 
+def unsupported_words(prompt: str) -> list[str]:
+    """Words and phrases of ``prompt`` the mini world cannot draw, for a one-line warning.
+
+    Words outside the grammar's vocabulary ("dog"), and "<word> background" where the word is not
+    one of the world's backgrounds ("blue background": the world has "dark blue" but no blue
+    background), in the order they appear.
+    """
+    text = prompt.lower().replace(",", " , ")
+    for background in BACKGROUNDS:
+        text = text.replace(f"{background} background", " ")
+    words, known, found = text.split(), set(vocabulary()), []
+    for i, word in enumerate(words):
+        if i + 1 < len(words) and words[i + 1] == "background" and word not in ("a", "the", ","):
+            found.append(f"{word} background")
+        elif word not in known:
+            found.append(word)
+    return list(dict.fromkeys(found))
+
+
 def scene_dict(scene: Scene) -> dict[str, str]:
     return asdict(scene)
 
