@@ -184,6 +184,11 @@ class TrainConfig:
     clip_range: float | None = None
     # Passes over each iteration's samples; > 1 only makes sense with clip_range.
     num_inner_epochs: int = 1
+    # Coefficient β of the per-step KL(p_θ ‖ p_ref) to the T2I model before RL, added on the trained
+    # (sample, step) pairs and averaged over the selected samples (Flow-GRPO's KL; the paper has
+    # none). The reference is the model with its LoRA adapters switched off, or a frozen copy of
+    # the trainable set. A guard against drift: what every update does to the rewards it ignores.
+    kl_coef: float = 0.0
     # "no", "fp16" or "bf16" (accelerate autocast).
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     seed: int = 0
@@ -257,6 +262,7 @@ class Config:
             ("train.timestep_fraction", 0 < self.train.timestep_fraction <= 1, "in (0, 1]"),
             ("train.clip_range", self.train.clip_range is None or self.train.clip_range > 0, "> 0 or null"),
             ("train.num_inner_epochs", self.train.num_inner_epochs >= 1, ">= 1"),
+            ("train.kl_coef", self.train.kl_coef >= 0, ">= 0"),
             ("train.checkpoint_every", self.train.checkpoint_every >= 0, ">= 0"),
             ("train.log_images_every", self.train.log_images_every >= 0, ">= 0"),
             ("eval.images_per_prompt", self.eval.images_per_prompt >= 1, ">= 1"),

@@ -87,20 +87,12 @@ def _per_sample(values: Tensor, ndim: int) -> Tensor:
     return values.reshape(-1, *([1] * (ndim - 1)))
 
 
-def ddim_step_log_prob(
-    scheduler: DDIMScheduler,
-    model_output: Tensor,
-    timesteps: Tensor,
-    sample: Tensor,
-    eta: float,
-    prev_sample: Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
-    """One stochastic DDIM step x_t -> x_{t-1} and its log-probability.
+def ddim_step_mean_std(scheduler: DDIMScheduler, model_output: Tensor, timesteps: Tensor, sample: Tensor, eta: float) -> tuple[Tensor, Tensor]:
+    """Mean (B, C, H, W) and standard deviation (B, 1, 1, 1) of the stochastic DDIM transition
+    p(x_{t-1} | x_t) (Song et al. 2021, Eq. 12 with σ_t = η·σ_t(η=1)). Computed in float32.
 
     model_output, sample: (B, C, H, W); timesteps: (B,) or scalar (every sample may sit at a
-    different step, as in timestep-subsampled training). When ``prev_sample`` is given it is
-    scored instead of drawn. Returns (prev_sample, log_prob (B,)). Computed in float32.
+    different step, as in timestep-subsampled training).
     """
     if eta <= 0:
         raise ValueError("eta must be > 0: a deterministic DDIM step has no log-probability")
@@ -133,14 +125,47 @@ def ddim_step_log_prob(
     variance = (1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)  # σ_t² at η = 1
     std = eta * variance.sqrt()
     mean = alpha_prev.sqrt() * pred_x0 + (1 - alpha_prev - std**2).clamp(min=0).sqrt() * pred_eps
-    if prev_sample is None:
-        noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-        prev_sample = mean + std * noise
-    # A step with σ = 0 (the last step when final_alpha_cumprod = 1) is deterministic: it has no
-    # density and no policy-gradient term, so its log-prob is defined as 0.
+    return mean, std
+
+
+def transition_log_prob(prev_sample: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """log N(prev_sample; mean, std²), mean over non-batch dims -> (B,).
+
+    A step with σ = 0 (the last step when final_alpha_cumprod = 1) is deterministic: it has no
+    density and no policy-gradient term, so its log-prob is defined as 0.
+    """
     stochastic = std.flatten() > 0
     log_prob = gaussian_log_prob(prev_sample.float(), mean, torch.where(std > 0, std, torch.ones_like(std)))
-    return prev_sample, torch.where(stochastic, log_prob, torch.zeros_like(log_prob))
+    return torch.where(stochastic, log_prob, torch.zeros_like(log_prob))
+
+
+def gaussian_kl_same_std(mean: Tensor, ref_mean: Tensor, std: Tensor) -> Tensor:
+    """KL(N(mean, σ²) ‖ N(ref_mean, σ²)) = (mean − ref_mean)² / (2σ²), mean over non-batch dims -> (B,),
+    the same convention as :func:`gaussian_log_prob`. Both transitions of one DDIM step share σ,
+    so this is the exact per-step KL to a reference policy (Flow-GRPO's KL term); 0 where σ = 0."""
+    safe = torch.where(std > 0, std, torch.ones_like(std))
+    kl = ((mean - ref_mean) ** 2 / (2 * safe**2)).mean(dim=tuple(range(1, mean.ndim)))
+    return torch.where(std.flatten() > 0, kl, torch.zeros_like(kl))
+
+
+def ddim_step_log_prob(
+    scheduler: DDIMScheduler,
+    model_output: Tensor,
+    timesteps: Tensor,
+    sample: Tensor,
+    eta: float,
+    prev_sample: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One stochastic DDIM step x_t -> x_{t-1} and its log-probability.
+
+    When ``prev_sample`` is given it is scored instead of drawn. Returns (prev_sample, log_prob (B,)).
+    """
+    mean, std = ddim_step_mean_std(scheduler, model_output, timesteps, sample, eta)
+    if prev_sample is None:
+        noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
+        prev_sample = mean + std * noise
+    return prev_sample, transition_log_prob(prev_sample, mean, std)
 
 
 def guided_noise(unet, sample: Tensor, timesteps: Tensor, cond: Conditioning, uncond: Conditioning, guidance_scale: float, rescale: float = 0.0) -> Tensor:
@@ -212,6 +237,21 @@ def sample_trajectory(
     return Trajectory(torch.stack(latents, 1), timesteps, torch.stack(log_probs, 1))
 
 
+def step_mean_std(
+    unet,
+    scheduler: DDIMScheduler,
+    sample: Tensor,
+    timesteps: Tensor,
+    cond: Conditioning,
+    uncond: Conditioning,
+    guidance_scale: float,
+    eta: float,
+) -> tuple[Tensor, Tensor]:
+    """The guided transition p_θ(· | sample) under the current weights, with gradients: (mean, std)."""
+    eps = guided_noise(unet, scheduler.scale_model_input(sample, timesteps), timesteps, cond, uncond, guidance_scale)
+    return ddim_step_mean_std(scheduler, eps, timesteps, sample, eta)
+
+
 def step_log_prob(
     unet,
     scheduler: DDIMScheduler,
@@ -228,5 +268,4 @@ def step_log_prob(
     sample, prev_sample: (B, C, H, W); timesteps: (B,). Returns (B,). With unchanged weights this
     reproduces the sampling-time log-probs (tested to 1e-5).
     """
-    eps = guided_noise(unet, scheduler.scale_model_input(sample, timesteps), timesteps, cond, uncond, guidance_scale)
-    return ddim_step_log_prob(scheduler, eps, timesteps, sample, eta, prev_sample=prev_sample)[1]
+    return transition_log_prob(prev_sample, *step_mean_std(unet, scheduler, sample, timesteps, cond, uncond, guidance_scale, eta))

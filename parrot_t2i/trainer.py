@@ -11,7 +11,8 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .checkpoint import (
+    holding,
     load_checkpoint,
     restore,
     resumable_checkpoint,
@@ -29,7 +31,7 @@ from .checkpoint import (
     snapshot,
 )
 from .config import Config, ConfigError, save_config
-from .diffusion import Conditioning, Trajectory, sample_trajectory, step_log_prob
+from .diffusion import Conditioning, Trajectory, gaussian_kl_same_std, sample_trajectory, step_mean_std, transition_log_prob
 from .distributed import gather_rows, process_rows, sum_gradients
 from .errors import ParrotError
 from .evaluate import Evaluation, comparison_table, evaluate, inference_from_config
@@ -107,6 +109,7 @@ class Run:
     accelerator: Accelerator
     policy: T2IPolicy
     params: list[torch.nn.Parameter]  # the T2I parameters RL trains (empty when train.t2i is false)
+    reference: list[Tensor] | None  # train.kl_coef > 0, not LoRA: the trainable set's values before RL
     optimizer: torch.optim.Optimizer | None
     expander: PromptExpander | None  # the PEN; None without prompt expansion
     pen_params: list[torch.nn.Parameter]  # the PEN parameters RL trains (empty when train.pen is false)
@@ -153,6 +156,7 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     # Only the optimisers are prepared: the networks are not DDP-wrapped, distributed.sum_gradients
     # sums their gradients (a process with nothing selected would leave DDP's hooks waiting).
     optimizer = accelerator.prepare(_adamw(params, t.learning_rate, t)) if params else None
+    reference = snapshot(params) if params and t.kl_coef > 0 and config.model.trainable != "lora" else None
     pen_params = expander.set_trainable(pen.trainable, pen.lora_rank, pen.lora_alpha) if expander is not None and t.pen else []
     pen_optimizer = accelerator.prepare(_adamw(pen_params, pen.learning_rate, t)) if pen_params else None
     noise_generator = torch.Generator(accelerator.device).manual_seed(t.seed * 1009 + accelerator.process_index)
@@ -162,6 +166,7 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
         accelerator=accelerator,
         policy=policy,
         params=params,
+        reference=reference,
         optimizer=optimizer,
         expander=expander,
         pen_params=pen_params,
@@ -238,8 +243,8 @@ def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True) ->
     # 6. T2I update over the timesteps of the selected samples only.
     stats: dict[str, float] = {}
     if train_t2i and run.optimizer is not None and any_selected:
-        loss, grad_norm = update_t2i(run, trajectory, cond, weights)
-        stats.update({"loss": loss, "grad_norm": grad_norm, "lr": run.optimizer.param_groups[0]["lr"]})
+        stats.update(update_t2i(run, trajectory, cond, weights, int(selection.weights.ne(0).sum())))
+        stats["lr"] = run.optimizer.param_groups[0]["lr"]
     updated = time.perf_counter()
 
     # 7. PEN update: REINFORCE on the expansion tokens with the same per-sample weights.
@@ -305,7 +310,7 @@ def sample_batch(run: Run, cond: Conditioning) -> tuple[Trajectory, Tensor]:
     return trajectory, torch.cat(images)
 
 
-def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Tensor) -> tuple[float, float]:
+def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Tensor, num_selected: int) -> dict[str, float]:
     """Accumulate the policy gradient over the (sample, timestep) pairs of non-zero-weight samples,
     sum it across processes, then step once (per inner epoch).
 
@@ -315,14 +320,17 @@ def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Te
     ⌈P·T / batch_size⌉ calls, not T·⌈P / batch_size⌉ part-filled ones. Each UNet call has a fixed
     cost, so this is what makes skipping dominated samples pay in proportion (docs/PERFORMANCE.md).
     With ``timestep_fraction < 1`` each sample trains on a random subset of its steps, scaled by
-    T / steps so the loss stays an unbiased estimate of the sum over all T steps.
+    T / steps so the loss stays an unbiased estimate of the sum over all T steps. With
+    ``train.kl_coef`` β > 0 each pair also carries β · KL(p_θ ‖ p_ref) / ``num_selected`` (the
+    global count of non-zero weights), the reference's mean computed without gradients.
     """
     cfg, acc = run.config, run.accelerator
     active = weights.nonzero().squeeze(1)  # (P,) on this process; may be empty while peers have some
     num_steps = trajectory.log_probs.shape[1]
     steps_trained = max(1, math.ceil(cfg.train.timestep_fraction * num_steps))
     scale = num_steps / steps_trained
-    total_loss, grad_norm = 0.0, 0.0
+    kl_coef = cfg.train.kl_coef
+    total_loss, total_kl, grad_norm = 0.0, 0.0, 0.0
     unet = run.policy.unet
     unet.train()
     for _ in range(cfg.train.num_inner_epochs):
@@ -337,19 +345,18 @@ def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Te
         pair_steps = order.T.reshape(-1)
         for chunk in _split(torch.arange(len(pair_rows), device=active.device), cfg.train.batch_size):
             idx, step = active[pair_rows[chunk]], pair_steps[chunk]
+            transition = (unet, run.policy.scheduler, trajectory.latents[idx, step], trajectory.timesteps[step], cond[idx], run.uncond.expand(len(idx)), cfg.sample.guidance_scale, cfg.sample.eta)
             with acc.autocast():
-                log_prob = step_log_prob(
-                    unet,
-                    run.policy.scheduler,
-                    trajectory.latents[idx, step],
-                    trajectory.latents[idx, step + 1],
-                    trajectory.timesteps[step],
-                    cond[idx],
-                    run.uncond.expand(len(idx)),
-                    cfg.sample.guidance_scale,
-                    cfg.sample.eta,
-                )
+                if kl_coef > 0:  # before the forward pass with gradients: swapping weights in place after it would break backward
+                    with torch.no_grad(), reference_weights(run):
+                        ref_mean, _ = step_mean_std(*transition)
+                mean, std = step_mean_std(*transition)
+                log_prob = transition_log_prob(trajectory.latents[idx, step + 1], mean, std)
                 loss = scale * policy_gradient_loss(log_prob, trajectory.log_probs[idx, step], weights[idx], cfg.train.clip_range)
+                if kl_coef > 0:
+                    kl = scale * gaussian_kl_same_std(mean, ref_mean, std).sum() / num_selected
+                    loss = loss + kl_coef * kl
+                    total_kl += kl.item()
             acc.backward(loss)
             total_loss += loss.item()
         sum_gradients(acc, run.params)
@@ -357,8 +364,27 @@ def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Te
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
     unet.eval()
-    total_loss = float(acc.reduce(torch.tensor(total_loss, device=acc.device), "sum"))  # the global batch's loss
-    return total_loss / cfg.train.num_inner_epochs, grad_norm
+    epochs = cfg.train.num_inner_epochs
+    totals = acc.reduce(torch.tensor([total_loss, total_kl], device=acc.device), "sum")  # the global batch's
+    stats = {"loss": float(totals[0]) / epochs, "grad_norm": grad_norm}
+    if kl_coef > 0:
+        stats["kl"] = float(totals[1]) / epochs  # Σ over the selected samples' steps of KL, / |selected|
+    return stats
+
+
+@contextmanager
+def reference_weights(run: Run) -> Iterator[None]:
+    """The T2I model as it was before RL: LoRA adapters switched off, or the trainable set's
+    original values swapped in (and the trained ones back afterwards)."""
+    if run.config.model.trainable == "lora":
+        run.policy.unet.disable_adapters()
+        try:
+            yield
+        finally:
+            run.policy.unet.enable_adapters()
+    else:
+        with holding(run.params, run.reference):
+            yield
 
 
 def update_pen(run: Run, samples: Expansions, weights: Tensor) -> dict[str, float]:

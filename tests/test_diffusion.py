@@ -6,6 +6,7 @@ from parrot_t2i.diffusion import (
     Conditioning,
     classifier_free_guidance,
     ddim_step_log_prob,
+    gaussian_kl_same_std,
     gaussian_log_prob,
     guided_noise,
     original_guided_noise,
@@ -21,6 +22,18 @@ def test_log_prob_convention_is_mean_over_dimensions():
     std = torch.tensor([0.5, 1.0, 2.0]).reshape(3, 1, 1, 1)
     expected = torch.distributions.Normal(mean, std.expand_as(mean)).log_prob(x).mean(dim=(1, 2, 3))
     torch.testing.assert_close(gaussian_log_prob(x, mean, std), expected)
+
+
+def test_step_kl_matches_torch_distributions():
+    mean, ref = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    std = torch.tensor([0.5, 1.0, 0.0]).reshape(3, 1, 1, 1)
+    safe = std.clamp(min=1e-3).expand_as(mean)
+    expected = torch.distributions.kl_divergence(torch.distributions.Normal(mean, safe), torch.distributions.Normal(ref, safe)).mean(dim=(1, 2, 3))
+    got = gaussian_kl_same_std(mean, ref, std)
+    torch.testing.assert_close(got[:2], expected[:2])
+    assert got[2] == 0  # a deterministic step has no KL term
+    # By hand: means 1 apart everywhere, σ = 0.5: 1² / (2 · 0.25) = 2.
+    assert gaussian_kl_same_std(torch.ones(1, 3), torch.zeros(1, 3), torch.full((1, 1), 0.5)).item() == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize(

@@ -263,3 +263,24 @@ def test_decoupled_mode_combines_a_t2i_only_run_with_a_pen_trained_against_the_b
     assert run_expander(config, checkpoint) is not None
     with pytest.raises(ConfigError, match="decoupled trains the T2I model and the PEN separately"):
         tiny_config(tmp_path, "train.mode=decoupled", "train.t2i=false")
+
+
+@pytest.mark.parametrize("trainable", ["cross_attention", "lora"])
+def test_kl_to_the_reference_is_zero_at_the_start_and_pulls_back_after(tmp_path, trainable):
+    """β·KL(p_θ ‖ p_ref): no effect while θ is the reference, then positive, with the reference
+    (adapters off, or the frozen copy) left untouched by the update."""
+    grads = {}
+    for beta in (0.0, 10.0):
+        run = setup_run(tiny_config(tmp_path, f"model.trainable={trainable}", f"train.kl_coef={beta}", "model.lora_rank=2"), tmp_path / f"{trainable}{beta}")
+        initial = [p.detach().clone() for p in run.params]
+        step = run.optimizer.step
+        run.optimizer.step = lambda run=run, beta=beta, step=step: (grads.setdefault(beta, [p.grad.clone() for p in run.params]), step())
+        first = train_iteration(run).stats
+        if beta:
+            assert first["kl"] == 0.0
+            assert train_iteration(run).stats["kl"] > 0
+            assert not all(torch.equal(a, b) for a, b in zip(initial, run.params))  # it trained
+            if trainable == "cross_attention":  # and the frozen copy still holds the weights before RL
+                assert all(torch.equal(a, b) for a, b in zip(initial, run.reference))
+    for without, with_kl in zip(grads[0.0], grads[10.0]):  # same seed, same samples: the first gradients agree
+        torch.testing.assert_close(without, with_kl)
