@@ -44,7 +44,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -66,6 +65,7 @@ from parrot_t2i.runs import open_run, run_policy
 from parrot_t2i.stats import mean_ci
 from parrot_t2i.t2i import T2IPolicy
 from parrot_t2i.trainer import train
+from provenance import code_version
 
 RESULTS = Path(__file__).parent / "results"
 ALGORITHM_1 = ["sample.group_by=prompt_reward", "sample.prompts_per_iteration=1", "sample.images_per_prompt=8"]
@@ -87,13 +87,6 @@ ROWS = [
 ]
 CHECKED = ("shape", "colour", "background")
 REFERENCE_QUANTILE = 0.10
-
-
-def code_version() -> str:
-    """The commit the study runs on, with "+dirty" when the working tree differs from it."""
-    root = Path(__file__).resolve().parent.parent
-    run = lambda *cmd: subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True).stdout.strip()
-    return run("rev-parse", "--short", "HEAD") + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def train_row(out: Path, overrides: list[str], common: list[str]) -> dict:

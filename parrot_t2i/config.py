@@ -50,6 +50,10 @@ class ModelConfig:
     # LoRA rank and alpha (alpha defaults to the rank, i.e. scale 1); used when trainable == "lora".
     lora_rank: int = 4
     lora_alpha: float | None = None
+    # Learn one input embedding per reward identifier (textual inversion), trained with the UNet by
+    # the same policy gradient, so identifiers can specialise although the text encoder is frozen
+    # (parrot_t2i/learned_identifiers.py). Needs prompts.identifiers; not for SDXL.
+    train_identifiers: bool = False
     # Memory knobs for real models: recompute UNet activations in the update's backward pass, and
     # decode latents one image at a time.
     gradient_checkpointing: bool = False
@@ -306,6 +310,8 @@ class Config:
             raise ConfigError("train.pen=true needs a PEN: set pen.pretrained (or train.pen=false)")
         if t.mode == "decoupled" and not (t.t2i and t.pen and pen.pretrained):
             raise ConfigError("train.mode=decoupled trains the T2I model and the PEN separately: it needs train.t2i, train.pen and pen.pretrained")
+        if self.model.train_identifiers and not (self.prompts.identifiers and t.t2i):
+            raise ConfigError("model.train_identifiers learns the reward identifiers: it needs prompts.identifiers=true and train.t2i=true")
         if pen.kl_coef > 0 and pen.trainable != "lora":
             raise ConfigError("pen.kl_coef > 0 needs pen.trainable=lora (the adapters switched off give the SFT model)")
         return self

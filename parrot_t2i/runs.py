@@ -6,6 +6,8 @@ from pathlib import Path
 
 from .config import Config, ConfigError, load_config
 from .errors import ParrotError
+from .identifiers import identifier_strings
+from .learned_identifiers import FILE as IDENTIFIER_FILE
 from .pen import PromptExpander
 from .t2i import TRAINABLE_FILE, T2IPolicy
 
@@ -33,6 +35,8 @@ def open_run(run: str | Path) -> tuple[Config, Path]:
 def run_policy(config: Config, checkpoint: Path) -> T2IPolicy:
     """The run's base T2I model with the checkpoint's trained weights (if it trained the T2I model)."""
     policy = T2IPolicy.from_pretrained(config.model.pretrained)
+    if (checkpoint / IDENTIFIER_FILE).is_file():  # trained with model.train_identifiers
+        policy.learn_identifiers(identifier_strings(len(config.rewards), config.prompts.identifier_template, config.prompts.identifier_strings))
     if config.model.trainable == "lora" and (checkpoint / "pytorch_lora_weights.safetensors").is_file():
         policy.set_trainable("lora", config.model.lora_rank, config.model.lora_alpha)
         policy.load_lora(checkpoint)

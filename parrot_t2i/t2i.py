@@ -30,6 +30,7 @@ from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjecti
 
 from .diffusion import Conditioning
 from .errors import ParrotError, missing_weights_error
+from .learned_identifiers import LearnedIdentifiers
 from .tiny import BUILTIN, builtin_path
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class T2IPolicy:
     text_encoder_2: CLIPTextModelWithProjection | None = None  # SDXL
     tokenizer_2: AutoTokenizer | None = None
     zero_negative: bool = False  # SDXL's force_zeros_for_empty_prompt
+    identifiers: LearnedIdentifiers | None = None  # learnt identifier embeddings (model.train_identifiers)
 
     @property
     def is_sdxl(self) -> bool:
@@ -125,9 +127,15 @@ class T2IPolicy:
         """Whether the text encoder takes ``text`` whole (special tokens included)."""
         return len(self.tokenizer(text, verbose=False).input_ids) <= self.tokenizer.model_max_length
 
-    @torch.no_grad()
-    def encode(self, prompts: list[str]) -> Conditioning:
-        """CLIP text embeddings (last hidden state), truncated to the encoder's limit with a warning."""
+    def encode(self, prompts: list[str], grad: bool = False) -> Conditioning:
+        """CLIP text embeddings (last hidden state), truncated to the encoder's limit with a warning.
+
+        ``grad``: keep the graph, for learnt identifier embeddings (the encoder itself stays frozen).
+        """
+        with torch.set_grad_enabled(grad):
+            return self._encode(prompts)
+
+    def _encode(self, prompts: list[str]) -> Conditioning:
         limit = self.tokenizer.model_max_length
         tokens = self.tokenizer(prompts, padding="max_length", max_length=limit, truncation=True, return_tensors="pt")
         too_long = sum(len(ids) > limit for ids in self.tokenizer(prompts, verbose=False).input_ids)
@@ -199,10 +207,21 @@ class T2IPolicy:
             raise ParrotError(f"model.trainable={mode!r} selects no parameters in this UNet")
         return params
 
+    def learn_identifiers(self, strings: list[str]) -> torch.nn.Parameter:
+        """Give every identifier string a learnable input embedding (see ``learned_identifiers``);
+        returns the (K, D) parameter to train."""
+        if self.is_sdxl:
+            raise ParrotError("model.train_identifiers supports SD 1.x/2.x and the mini model, not SDXL's two text encoders yet")
+        self.identifiers = LearnedIdentifiers.attach(self.text_encoder, self.tokenizer, strings)
+        return self.identifiers.embeddings
+
     def save_trainable(self, directory: str | Path, mode: str) -> None:
-        """Trainable weights as safetensors; LoRA in the layout ``pipeline.load_lora_weights`` reads."""
+        """Trainable weights as safetensors; LoRA in the layout ``pipeline.load_lora_weights`` reads,
+        learnt identifiers in the one ``load_textual_inversion`` reads."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        if self.identifiers is not None:
+            self.identifiers.save(directory)
         if mode == "lora":
             from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
             from diffusers.utils import convert_state_dict_to_diffusers
@@ -224,6 +243,8 @@ class T2IPolicy:
         result = set_peft_model_state_dict(self.unet, state)
         if result.unexpected_keys:
             raise ParrotError(f"{directory}: LoRA weights do not fit this UNet (e.g. {result.unexpected_keys[0]})")
+        if self.identifiers is not None:
+            self.identifiers.load(directory)
 
     def load_trainable(self, directory: str | Path) -> None:
         """Load weights written by :meth:`save_trainable` (full or cross-attention sets)."""
@@ -232,3 +253,5 @@ class T2IPolicy:
         if missing:
             raise ParrotError(f"{directory}: {len(missing)} saved tensors do not fit this UNet (e.g. {min(missing)})")
         self.unet.load_state_dict(state, strict=False)
+        if self.identifiers is not None:
+            self.identifiers.load(directory)

@@ -109,7 +109,8 @@ class Run:
     accelerator: Accelerator
     policy: T2IPolicy
     params: list[torch.nn.Parameter]  # the T2I parameters RL trains (empty when train.t2i is false)
-    reference: list[Tensor] | None  # train.kl_coef > 0, not LoRA: the trainable set's values before RL
+    reference_params: list[torch.nn.Parameter]  # what the KL reference swaps back: all of params, or the non-LoRA ones
+    reference: list[Tensor] | None  # train.kl_coef > 0: those parameters' values before RL
     optimizer: torch.optim.Optimizer | None
     expander: PromptExpander | None  # the PEN; None without prompt expansion
     pen_params: list[torch.nn.Parameter]  # the PEN parameters RL trains (empty when train.pen is false)
@@ -152,11 +153,16 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     # Seeded after loading: building a missing built-in model draws random numbers, and a cold or
     # warm model cache must not change the LoRA initialisation or anything after it.
     set_seed(t.seed)
-    params = policy.set_trainable(config.model.trainable, config.model.lora_rank, config.model.lora_alpha) if t.t2i else []
+    identifiers = identifier_strings(len(names), config.prompts.identifier_template, config.prompts.identifier_strings) if config.prompts.identifiers else None
+    unet_params = policy.set_trainable(config.model.trainable, config.model.lora_rank, config.model.lora_alpha) if t.t2i else []
+    identifier_params = [policy.learn_identifiers(identifiers)] if config.model.train_identifiers else []
+    params = unet_params + identifier_params
     # Only the optimisers are prepared: the networks are not DDP-wrapped, distributed.sum_gradients
     # sums their gradients (a process with nothing selected would leave DDP's hooks waiting).
     optimizer = accelerator.prepare(_adamw(params, t.learning_rate, t)) if params else None
-    reference = snapshot(params) if params and t.kl_coef > 0 and config.model.trainable != "lora" else None
+    # The KL reference: LoRA adapters switched off, and every other trained tensor at its pre-RL value.
+    reference_params = identifier_params if config.model.trainable == "lora" else params
+    reference = snapshot(reference_params) if params and t.kl_coef > 0 else None
     pen_params = expander.set_trainable(pen.trainable, pen.lora_rank, pen.lora_alpha) if expander is not None and t.pen else []
     pen_optimizer = accelerator.prepare(_adamw(pen_params, pen.learning_rate, t)) if pen_params else None
     noise_generator = torch.Generator(accelerator.device).manual_seed(t.seed * 1009 + accelerator.process_index)
@@ -166,12 +172,13 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
         accelerator=accelerator,
         policy=policy,
         params=params,
+        reference_params=reference_params,
         reference=reference,
         optimizer=optimizer,
         expander=expander,
         pen_params=pen_params,
         pen_optimizer=pen_optimizer,
-        identifiers=identifier_strings(len(names), config.prompts.identifier_template, config.prompts.identifier_strings) if config.prompts.identifiers else None,
+        identifiers=identifiers,
         rewards=rewards,
         objective=objective,
         prompts=prompts,
@@ -243,7 +250,7 @@ def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True) ->
     # 6. T2I update over the timesteps of the selected samples only.
     stats: dict[str, float] = {}
     if train_t2i and run.optimizer is not None and any_selected:
-        stats.update(update_t2i(run, trajectory, cond, weights, int(selection.weights.ne(0).sum())))
+        stats.update(update_t2i(run, trajectory, cond, batch.conditioned, weights, int(selection.weights.ne(0).sum())))
         stats["lr"] = run.optimizer.param_groups[0]["lr"]
     updated = time.perf_counter()
 
@@ -310,7 +317,7 @@ def sample_batch(run: Run, cond: Conditioning) -> tuple[Trajectory, Tensor]:
     return trajectory, torch.cat(images)
 
 
-def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Tensor, num_selected: int) -> dict[str, float]:
+def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, texts: list[str], weights: Tensor, num_selected: int) -> dict[str, float]:
     """Accumulate the policy gradient over the (sample, timestep) pairs of non-zero-weight samples,
     sum it across processes, then step once (per inner epoch).
 
@@ -323,6 +330,8 @@ def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Te
     T / steps so the loss stays an unbiased estimate of the sum over all T steps. With
     ``train.kl_coef`` β > 0 each pair also carries β · KL(p_θ ‖ p_ref) / ``num_selected`` (the
     global count of non-zero weights), the reference's mean computed without gradients.
+    ``texts`` (the conditioning prompts) are encoded again, with gradients, when the identifiers'
+    embeddings are learnt; otherwise the sampling-time ``cond`` is reused.
     """
     cfg, acc = run.config, run.accelerator
     active = weights.nonzero().squeeze(1)  # (P,) on this process; may be empty while peers have some
@@ -345,12 +354,11 @@ def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Te
         pair_steps = order.T.reshape(-1)
         for chunk in _split(torch.arange(len(pair_rows), device=active.device), cfg.train.batch_size):
             idx, step = active[pair_rows[chunk]], pair_steps[chunk]
-            transition = (unet, run.policy.scheduler, trajectory.latents[idx, step], trajectory.timesteps[step], cond[idx], run.uncond.expand(len(idx)), cfg.sample.guidance_scale, cfg.sample.eta)
             with acc.autocast():
                 if kl_coef > 0:  # before the forward pass with gradients: swapping weights in place after it would break backward
                     with torch.no_grad(), reference_weights(run):
-                        ref_mean, _ = step_mean_std(*transition)
-                mean, std = step_mean_std(*transition)
+                        ref_mean, _ = _transition(run, trajectory, cond, texts, idx, step)
+                mean, std = _transition(run, trajectory, cond, texts, idx, step)
                 log_prob = transition_log_prob(trajectory.latents[idx, step + 1], mean, std)
                 loss = scale * policy_gradient_loss(log_prob, trajectory.log_probs[idx, step], weights[idx], cfg.train.clip_range)
                 if kl_coef > 0:
@@ -372,19 +380,29 @@ def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, weights: Te
     return stats
 
 
+def _transition(run: Run, trajectory: Trajectory, cond: Conditioning, texts: list[str], idx: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean, std) of p_θ(x_{t-1} | x_t) for the (sample, step) pairs ``idx``, ``step`` of one chunk."""
+    if run.policy.identifiers is not None:  # learnt identifiers: the conditioning depends on θ too
+        chunk_cond = run.policy.encode([texts[i] for i in idx.tolist()], grad=torch.is_grad_enabled())
+    else:
+        chunk_cond = cond[idx]
+    s = run.config.sample
+    return step_mean_std(run.policy.unet, run.policy.scheduler, trajectory.latents[idx, step], trajectory.timesteps[step], chunk_cond, run.uncond.expand(len(idx)), s.guidance_scale, s.eta)
+
+
 @contextmanager
 def reference_weights(run: Run) -> Iterator[None]:
-    """The T2I model as it was before RL: LoRA adapters switched off, or the trainable set's
-    original values swapped in (and the trained ones back afterwards)."""
-    if run.config.model.trainable == "lora":
+    """The T2I model as it was before RL: LoRA adapters switched off, and every other trained
+    tensor's original value swapped in (the trained ones back afterwards)."""
+    with holding(run.reference_params, run.reference):
+        if run.config.model.trainable != "lora":
+            yield
+            return
         run.policy.unet.disable_adapters()
         try:
             yield
         finally:
             run.policy.unet.enable_adapters()
-    else:
-        with holding(run.params, run.reference):
-            yield
 
 
 def update_pen(run: Run, samples: Expansions, weights: Tensor) -> dict[str, float]:
