@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from parrot_t2i.config import load_config
 from parrot_t2i.rewards.clip import ScoreHead
 from parrot_t2i.runs import open_run, run_expander, run_policy
+from parrot_t2i.t2i import T2IPolicy
 from parrot_t2i.tiny import build_tiny_clip, build_tiny_pen
 from parrot_t2i.trainer import setup_run, train
 
@@ -74,7 +75,13 @@ def test_preset_code_path_trains_one_iteration_on_tiny_models(preset, model, req
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["eval_images"] == 2 and set(summary["after"]) == {"laion_aesthetic", "pickscore", "clip_score", "clip_sentiment", "average"}
     saved, checkpoint = open_run(run_dir)
-    assert run_policy(saved, checkpoint) is not None and run_expander(saved, checkpoint) is not None
+    trained, base = run_policy(saved, checkpoint), T2IPolicy.from_pretrained(str(tiny_model))
+    base_params = dict(base.unet.named_parameters())
+    if config.model.trainable == "lora":
+        assert any("lora" in n for n, _ in trained.unet.named_parameters())
+    else:  # the checkpoint's trained weights were loaded, not the base model's
+        assert any(not torch.equal(p, base_params[n]) for n, p in trained.unet.named_parameters())
+    assert any("lora" in n for n, _ in run_expander(saved, checkpoint).model.named_parameters())
     if config.model.trainable == "lora":  # plain diffusers can load the LoRA
         from diffusers import DiffusionPipeline
 
