@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import ConfigError, load_config, preset_names
-from .errors import ParrotError
+from .errors import ParrotError, RewardError
 
 # (check, what the message says is allowed) for _check_flags
 ONE_OR_MORE = (lambda v: v >= 1, ">= 1")
@@ -57,7 +57,7 @@ def _generate(args: argparse.Namespace) -> None:
 
     from .evaluate import infer, inference_from_config, score
     from .identifiers import DEFAULT_TEMPLATE, choose_identifiers, identifier_strings
-    from .images import save_grid
+    from .images import image_path, save_grid
     from .pen import PromptExpander
     from .rewards import build_reward
     from .runs import open_run, run_expander, run_policy
@@ -102,8 +102,9 @@ def _generate(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     rewards = [build_reward(spec) for spec in reward_specs]  # before sampling: a typo fails fast
+    out = image_path(args.out)
     images, expansions = infer(policy, [args.prompt] * args.n, inference, desc="generate")
-    out = save_grid(images, args.out)
+    save_grid(images, out)
     scores = score(rewards, images, [args.prompt] * args.n) if rewards else None
     guidance = (
         {"mode": "original-prompt-centred (Eq. 5)", "w1": inference.w1, "w2": inference.w2}
@@ -298,6 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_user_frames(error: BaseException) -> None:
+    """The traceback of an exception raised in user code (a ``module:function`` reward), without
+    this package's frames: the user needs their own, not ours."""
+    import traceback
+
+    package = str(Path(__file__).parent)
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith(package)]
+    print("Traceback (your code):\n" + "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(error)), file=sys.stderr, end="")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -310,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (ConfigError, ParrotError) as err:
+        if isinstance(err, RewardError) and err.__cause__ is not None:
+            _print_user_frames(err.__cause__)
         print(f"parrot: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -9,6 +9,10 @@ class ParrotError(RuntimeError):
     """A problem the user can fix (bad input, missing files or weights)."""
 
 
+class RewardError(ParrotError):
+    """A reward raised, or returned the wrong scores; ``__cause__`` holds the reward's own exception."""
+
+
 def missing_weights_error(name_or_path: str, cause: Exception) -> ParrotError:
     """One paragraph naming the model, where it was looked for, and how to provide it."""
     cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"

@@ -23,7 +23,7 @@ from .config import Config
 from .diffusion import guided_noise, original_guided_noise
 from .identifiers import choose_identifiers, identifier_strings, with_identifiers
 from .pen import PromptExpander
-from .rewards import Reward
+from .rewards import Reward, score_all
 from .t2i import T2IPolicy
 
 
@@ -137,7 +137,7 @@ def generate(
 @torch.no_grad()
 def score(rewards: list[Reward], images: Tensor, prompts: list[str]) -> Tensor:
     """(B, K) reward matrix; each reward sees the prompts as given (pass the original prompts)."""
-    return torch.stack([reward(images, prompts).float().cpu() for reward in rewards], 1)
+    return score_all(rewards, images, prompts).cpu()
 
 
 def infer(policy: T2IPolicy, prompts: list[str], inference: Inference, *, batch_size: int = 64, desc: str | None = None) -> tuple[Tensor, list[str]]:

@@ -9,6 +9,8 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
+from .errors import ParrotError
+
 
 def make_grid(images: Tensor, ncols: int | None = None, pad: int = 2) -> np.ndarray:
     """Tile images row-major into an (rows·(H+pad)+pad, cols·(W+pad)+pad, 3) uint8 array."""
@@ -22,6 +24,18 @@ def make_grid(images: Tensor, ncols: int | None = None, pad: int = 2) -> np.ndar
         top, left = pad + r * (h + pad), pad + c * (w + pad)
         grid[top : top + h, left : left + w] = image
     return grid
+
+
+def image_path(path: str | Path) -> Path:
+    """Where an image grid goes: ``path`` with ".png" added when it has no extension; a
+    ParrotError naming the extensions PIL writes when it has one PIL cannot write."""
+    path = Path(path)
+    if not path.suffix:
+        return path.with_name(path.name + ".png")
+    writable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+    if path.suffix.lower() not in writable:
+        raise ParrotError(f"cannot write an image to {str(path)!r}: use one of .png, .jpg, .webp, .bmp, .tif (got {path.suffix!r})")
+    return path
 
 
 def save_grid(images: Tensor, path: str | Path, ncols: int | None = None, min_side: int = 256) -> Path:

@@ -12,6 +12,7 @@ it is not part of the log-probability.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +22,8 @@ from torch import Tensor
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .errors import ParrotError, missing_weights_error
+
+logger = logging.getLogger(__name__)
 
 # How each kind of PEN is prompted; "{prompt}" is the user's prompt.
 TEMPLATES = {
@@ -133,15 +136,43 @@ class PromptExpander:
         if not training:
             self.model.requires_grad_(False).eval()
 
-    def _prompts(self, prompts: list[str]):
+    def _prompts(self, prompts: list[str], max_new_tokens: int):
+        """Templated prompts, tokenized and left-padded; a prompt too long for the PEN's position
+        limit together with ``max_new_tokens`` loses words from its end, with one warning."""
+        config = getattr(self.model, "config", None)
+        limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
         texts = [self.template.format(prompt=p) for p in prompts]
+        if limit is not None:
+            budget = limit - max_new_tokens
+            if self._length("") > budget:
+                raise ParrotError(f"pen.max_new_tokens={max_new_tokens} leaves no room for the prompt in the PEN's {limit} positions")
+            shortened = [self._shorten(p, budget) for p in prompts]
+            cut = sum(s != p for s, p in zip(shortened, prompts))
+            if cut:
+                logger.warning("%d prompt(s) were too long for the PEN (%d positions, %d of them for the expansion) and were shortened to their first words", cut, limit, max_new_tokens)
+            texts = [self.template.format(prompt=p) for p in shortened]
         return self.tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt").to(self.model.device)
+
+    def _length(self, prompt: str) -> int:
+        return len(self.tokenizer(self.template.format(prompt=prompt), add_special_tokens=False, verbose=False).input_ids)
+
+    def _shorten(self, prompt: str, budget: int) -> str:
+        """The longest word prefix of ``prompt`` whose templated form has at most ``budget`` tokens."""
+        if self._length(prompt) <= budget:
+            return prompt
+        words = prompt.split()
+        low, high = 0, len(words)  # binary search: prefixes of `low` words fit, of `high` do not
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if self._length(" ".join(words[:middle])) <= budget else (low, middle)
+        return " ".join(words[:low])
 
     @torch.no_grad()
     def sample(self, prompts: list[str], *, max_new_tokens: int = 24, temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> Expansions:
         """One sampled expansion per prompt, with per-token log-probabilities."""
-        encoded = self._prompts(prompts)
-        with torch.random.fork_rng(devices=[]):
+        encoded = self._prompts(prompts, max_new_tokens)
+        # manual_seed reseeds every device's generator: fork them all, so the caller's come back untouched.
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
             if seed is not None:
                 torch.manual_seed(seed)
             out = self.model.generate(

@@ -8,15 +8,29 @@ default CPU job until the trained mini world replaces it. Building is determinis
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+
+def _keeps_global_rng(build: Callable[..., Path]) -> Callable[..., Path]:
+    """Run a builder on a fork of the global torch RNG: it seeds that generator (the models'
+    initialisers draw from it), and the caller's random stream must come back untouched."""
+
+    @functools.wraps(build)
+    def wrapped(*args, **kwargs) -> Path:
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+            return build(*args, **kwargs)
+
+    return wrapped
 
 
 def _bytes_to_unicode() -> list[str]:
@@ -53,6 +67,7 @@ def small_text_encoder(tokenizer, hidden_size: int) -> CLIPTextModel:
     )
 
 
+@_keeps_global_rng
 def build_tiny_sd(
     path: str | Path,
     *,
@@ -126,6 +141,7 @@ def _tiny_vae(latent_size: int) -> AutoencoderKL:
     )
 
 
+@_keeps_global_rng
 def build_tiny_sdxl(path: str | Path, *, seed: int = 0, sample_size: int = 8, hidden_size: int = 32, time_embed_dim: int = 8) -> Path:
     """A tiny random ``StableDiffusionXLPipeline`` folder: two text encoders (the second with a
     projection), a UNet with SDXL's added text-time conditioning, a VAE (images 2S×2S)."""
@@ -202,6 +218,7 @@ def builtin_path(name: str) -> Path:
     return target
 
 
+@_keeps_global_rng
 def build_tiny_clip(path: str | Path, *, seed: int = 0, image_size: int = 32, projection_dim: int = 16, hidden_act: str = "quick_gelu") -> Path:
     """A tiny random ``CLIPModel`` with tokenizer and image processor, saved for ``from_pretrained``.
 
@@ -224,6 +241,7 @@ def build_tiny_clip(path: str | Path, *, seed: int = 0, image_size: int = 32, pr
     return path
 
 
+@_keeps_global_rng
 def build_tiny_pen(path: str | Path, *, seed: int = 0, template: str = "promptist") -> Path:
     """A tiny random GPT-2 causal LM with a byte-level tokenizer (no merges), saved for ``from_pretrained``.
 

@@ -45,7 +45,7 @@ from .objectives import (
 )
 from .pen import Expansions, PromptExpander, sampled_log_probs
 from .prompts import read_prompt_file
-from .rewards import Reward, build_reward
+from .rewards import Reward, RewardError, build_reward, score_all
 from .t2i import T2IPolicy
 
 logger = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True) ->
     sampled = time.perf_counter()
 
     # 4. Score every image with all K rewards, against the original prompt; gather the global batch.
-    local_rewards = torch.stack([reward(images, batch.originals).to(images.device).float() for reward in run.rewards], 1)  # (B, K)
+    local_rewards = score_all(run.rewards, images, batch.originals)  # (B, K)
     rewards, all_groups, all_reward_index = (gather_rows(acc, t.to(acc.device)).cpu() for t in (local_rewards, batch.groups, batch.reward_index))
     invalid = int((~torch.isfinite(rewards).all(1)).sum())
     if invalid:
@@ -516,6 +516,9 @@ def train(config: Config, resume: Path | None = None) -> Path:
             logger.warning("interrupted: saving iteration %d to %s; continue with `parrot train --resume %s`", done, run_dir / "checkpoints", run_dir)
             save_checkpoint(run, done, trained_t2i)
         raise
+    except RewardError as err:  # a reward failed: keep what was trained, then say where
+        kept = f"iterations 1-{done} are saved in {save_checkpoint(run, done, trained_t2i)}; continue with `parrot train --resume {run_dir}`" if done else "nothing was trained yet"
+        raise RewardError(f"{err} (on iteration {done + 1}); {kept}") from err.__cause__
     if trained_t2i is not None:
         restore(run.params, trained_t2i)  # decoupled: combine the separately trained networks
     save_checkpoint(run, total)

@@ -188,3 +188,42 @@ def test_mini_train_t2i_runs_both_phases_and_loads(tmp_path, capsys):
     policy = T2IPolicy.from_pretrained(str(out))
     assert policy.scheduler.config.prediction_type == "v_prediction" and policy.resolution == 32
     assert main(["mini", "train-t2i", "--steps", "0"]) == 2 and "--steps must be >= 1" in capsys.readouterr().err
+
+
+def test_a_failing_user_reward_names_itself_keeps_its_frames_and_the_run(tmp_path, capsys, monkeypatch):
+    (tmp_path / "my_rewards.py").write_text(
+        "import torch\n"
+        "calls = []\n"
+        "def flaky(images, prompts):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 2:\n"
+        "        return 1 / 0\n"
+        "    return images.mean((1, 2, 3))\n"
+        "def twice(images, prompts):\n"
+        "    return torch.zeros(2 * len(images))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    common = ["train", "--config", "tiny", "--set", "train.num_iterations=3", "--set", "sample.num_inference_steps=2", "--set", "eval.file=null"]
+    run = tmp_path / "run"
+    assert main([*common, "--set", "rewards=[my_rewards:flaky]", "--output-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("parrot: error: reward 'my_rewards:flaky' raised ZeroDivisionError: division by zero (on iteration 2); iterations 1-1 are saved in")
+    assert f"parrot train --resume {run}" in last
+    assert "my_rewards.py" in err and "return 1 / 0" in err and "trainer.py" not in err  # the user's frames, not ours
+    assert (run / "checkpoints" / "iter_000001" / "state" / "progress.json").is_file()
+
+    assert main([*common, "--set", "rewards=[my_rewards:twice]", "--output-dir", str(tmp_path / "run2")]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("parrot: error")]  # besides the progress bar
+    assert "Traceback" not in err and len(errors) == 1
+    assert "reward 'my_rewards:twice' returned scores of shape (32,) for 16 images" in errors[0] and "nothing was trained yet" in errors[0]
+
+
+def test_generate_out_without_or_with_a_bad_extension(tmp_path, capsys):
+    assert main(["generate", "a red circle", "--steps", "1", "--n", "1", "--no-expand", "--out", str(tmp_path / "grid")]) == 0
+    assert (tmp_path / "grid.png").is_file() and (tmp_path / "grid.json").is_file()
+    capsys.readouterr()
+    assert main(["generate", "a red circle", "--steps", "1", "--n", "1", "--out", str(tmp_path / "grid.xyz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write an image to" in err and "'.xyz'" in err

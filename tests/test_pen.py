@@ -123,3 +123,26 @@ def test_pickled_weights_are_refused(tmp_path):
     (folder / "model.safetensors").unlink()
     with pytest.raises(ParrotError, match="only from safetensors"):
         PromptExpander.from_pretrained(str(folder))
+
+
+def test_a_prompt_longer_than_the_pen_takes_is_shortened_with_a_warning(caplog):
+    pen = PromptExpander.from_pretrained("builtin:mini")  # 64 positions
+    long = " ".join(["a red circle on a white background"] * 45)  # 315 words
+    with caplog.at_level("WARNING"):
+        out = pen.sample([long, "a blue square"], max_new_tokens=16, seed=0)
+    assert "1 prompt(s) were too long for the PEN (64 positions, 16 of them for the expansion)" in caplog.text
+    assert out.prompt_ids.shape[1] + out.ids.shape[1] <= 64 and out.texts[0]
+    with pytest.raises(ParrotError, match="leaves no room for the prompt"):
+        pen.sample(["a red circle"], max_new_tokens=64)
+
+
+def test_sampling_leaves_the_callers_random_stream_alone(tmp_path):
+    from parrot_t2i.tiny import build_tiny_clip
+
+    pen = PromptExpander.from_pretrained("builtin:mini")
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    pen.sample(["a red circle"], seed=0)
+    build_tiny_clip(tmp_path / "clip")  # the tiny builders seed the global generator inside a fork
+    assert torch.equal(torch.rand(3), expected)

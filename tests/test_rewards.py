@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from parrot_t2i.config import ConfigError, RewardSpec
-from parrot_t2i.rewards import REGISTRY, build_reward
+from parrot_t2i.rewards import REGISTRY, RewardError, build_reward, score_all
 from parrot_t2i.rewards.image_stats import jpeg_kilobytes
 
 
@@ -63,5 +63,8 @@ def test_user_callables_by_module_and_function(monkeypatch):
     with pytest.raises(TypeError):
         bad(images, ["a", "b"])
     module.always_two = lambda images, prompts: [1.0, 2.0]
-    with pytest.raises(ValueError, match="returned 2 scores for 3 images"):
-        build_reward("my_rewards:always_two")(torch.rand(3, 3, 4, 4), ["a", "b", "c"])
+    with pytest.raises(RewardError, match=r"returned scores of shape \(2,\) for 3 images"):
+        score_all([build_reward("my_rewards:always_two")], torch.rand(3, 3, 4, 4), ["a", "b", "c"])
+    with pytest.raises(RewardError, match="'my_rewards:make_scaled' raised TypeError") as info:
+        score_all([bad], images, ["a", "b"])
+    assert isinstance(info.value.__cause__, TypeError)  # the user's own exception, traceback and all

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..config import ConfigError, RewardSpec
+from ..errors import RewardError
 
 
 @runtime_checkable
@@ -46,10 +47,25 @@ class CallableReward:
 
     @torch.no_grad()
     def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
-        scores = torch.as_tensor(self.fn(images, prompts), dtype=torch.float32).reshape(-1)
-        if len(scores) != len(images):
-            raise ValueError(f"reward {self.name!r} returned {len(scores)} scores for {len(images)} images")
-        return scores
+        return torch.as_tensor(self.fn(images, prompts), dtype=torch.float32).reshape(-1)
+
+
+def score_all(rewards: list[Reward], images: Tensor, prompts: list[str]) -> Tensor:
+    """(B, K) float32 scores of every reward on ``images``, on their device; every reward is checked
+    for one score per image. A reward that raises becomes a :class:`RewardError` naming it, with
+    its own exception (and traceback) as the cause."""
+    columns = []
+    for reward in rewards:
+        try:
+            scores = reward(images, prompts)
+        except Exception as err:  # user code: anything can come out of it
+            detail = str(err).splitlines()[0] if str(err) else ""
+            raise RewardError(f"reward {reward.name!r} raised {type(err).__name__}{': ' + detail if detail else ''}") from err
+        scores = torch.as_tensor(scores)
+        if scores.shape != (len(images),):
+            raise RewardError(f"reward {reward.name!r} returned scores of shape {tuple(scores.shape)} for {len(images)} images; a reward returns one score per image, shape ({len(images)},)")
+        columns.append(scores.to(images.device, torch.float32))
+    return torch.stack(columns, 1)
 
 
 def build_reward(spec: RewardSpec | str | dict) -> Reward:
