@@ -6,15 +6,18 @@ resumed run needs to continue exactly where the uninterrupted one would have bee
 (and fp16 loss-scaler) states, every random generator of every process, and the iteration count.
 
 A checkpoint is assembled in a staging folder and renamed into place, so a kill during a write
-leaves the previous checkpoint intact. Non-weight state is read back with
+leaves the previous checkpoint intact; a file cut short afterwards (a full disk, a copy that
+stopped) is detected, and the previous good checkpoint is used instead. Non-weight state is read back with
 ``torch.load(weights_only=True)``, which refuses pickled code.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,10 +25,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from .config import save_config
 from .errors import ParrotError
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .trainer import Run
@@ -136,13 +142,40 @@ def save_checkpoint(run: Run, iteration: int, trained_t2i: list[Tensor] | None =
     return target
 
 
+def damaged_file(checkpoint: Path) -> Path | None:
+    """The first file of ``checkpoint`` that is cut short, or None: every safetensors header must
+    cover its file, and every torch ``.pt`` must be a whole zip archive. Reads headers only."""
+    for path in sorted(checkpoint.rglob("*")):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(path, "pt"):
+                    pass
+            elif path.suffix == ".pt":
+                with zipfile.ZipFile(path):
+                    pass
+        except (SafetensorError, zipfile.BadZipFile, OSError):
+            return path
+    return None
+
+
+def intact_checkpoints(run_dir: Path, needs_state: bool) -> Iterator[Path]:
+    """``run_dir``'s checkpoints, newest first, skipping (with a warning) any with a damaged file
+    and, with ``needs_state``, any without a resume state."""
+    for checkpoint in sorted((run_dir / "checkpoints").glob("iter_*"), reverse=True):
+        if needs_state and not (checkpoint / STATE / "progress.json").is_file():
+            continue
+        damaged = damaged_file(checkpoint)
+        if damaged is not None:
+            logger.warning("%s is damaged (cut short): using the checkpoint before %s", damaged, checkpoint.name)
+            continue
+        yield checkpoint
+
+
 def resumable_checkpoint(run_dir: Path) -> tuple[Path, int]:
-    """The newest checkpoint of ``run_dir`` that has a complete resume state, and its iteration."""
-    candidates = sorted((run_dir / "checkpoints").glob("iter_*"), reverse=True)
-    for checkpoint in candidates:
-        if (checkpoint / STATE / "progress.json").is_file():
-            return checkpoint, json.loads((checkpoint / STATE / "progress.json").read_text())["iteration"]
-    raise ParrotError(f"cannot resume {str(run_dir)!r}: it has no checkpoint with a resume state yet (set train.checkpoint_every to write them)")
+    """The newest intact checkpoint of ``run_dir`` with a complete resume state, and its iteration."""
+    for checkpoint in intact_checkpoints(run_dir, needs_state=True):
+        return checkpoint, json.loads((checkpoint / STATE / "progress.json").read_text())["iteration"]
+    raise ParrotError(f"cannot resume {str(run_dir)!r}: it has no intact checkpoint with a resume state (set train.checkpoint_every to write them)")
 
 
 def load_checkpoint(run: Run, checkpoint: Path) -> tuple[int, bool]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import string
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -56,8 +57,13 @@ class Expansions:
 
 class PromptExpander:
     def __init__(self, model, tokenizer, template: str):
-        if "{prompt}" not in template:
-            raise ParrotError(f"PEN template must contain '{{prompt}}': {template!r}")
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        except ValueError as err:
+            raise ParrotError(f"PEN template {template!r} is not a format string ({err}); write {{{{ and }}}} for literal braces") from None
+        if fields != {"prompt"}:
+            others = ", ".join("{" + f + "}" for f in sorted(fields - {"prompt"}))
+            raise ParrotError(f"PEN template {template!r} may use exactly one placeholder, {{prompt}}" + (f" (found {others})" if others else " (it has none)") + "; write {{ and }} for literal braces")
         self.model, self.tokenizer, self.template = model, tokenizer, template
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .checkpoint import intact_checkpoints
 from .config import Config, ConfigError, load_config
 from .errors import ParrotError
 from .identifiers import identifier_strings
@@ -13,10 +14,10 @@ from .t2i import TRAINABLE_FILE, T2IPolicy
 
 
 def last_checkpoint(run_dir: Path) -> Path:
-    checkpoints = sorted((run_dir / "checkpoints").glob("iter_*"))
-    if not checkpoints:
-        raise ParrotError(f"{run_dir} has no checkpoints yet (expected {run_dir / 'checkpoints' / 'iter_*'})")
-    return checkpoints[-1]
+    """The newest intact checkpoint (a damaged one is skipped with a warning)."""
+    for checkpoint in intact_checkpoints(run_dir, needs_state=False):
+        return checkpoint
+    raise ParrotError(f"{run_dir} has no intact checkpoint (expected {run_dir / 'checkpoints' / 'iter_*'})")
 
 
 def run_config(run: str | Path, flag: str = "--run", overrides: list[str] | tuple[str, ...] = ()) -> Config:

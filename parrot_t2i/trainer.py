@@ -630,14 +630,23 @@ def _shared(make: Callable[[], Path]) -> Path:
     return broadcast_object_list(made)[0] if state.num_processes > 1 else made[0]
 
 
+CLAIM = ".parrot-run"  # created exclusively in a run folder: the folder belongs to that run
+
+
 def _fresh_run_dir(path: Path) -> Path:
-    """``path``, or ``path-2``, ``path-3``... if it already holds a run: never overwrite earlier work."""
+    """``path``, or ``path-2``, ``path-3``... if it already holds anything: never overwrite earlier
+    work. The folder is claimed atomically (an exclusively created marker file), so two runs
+    started into one ``output_dir`` at once get two folders."""
     candidate, n = path, 1
-    while candidate.exists() and any(candidate.iterdir()):
+    while True:
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            if not any(entry.name != CLAIM for entry in candidate.iterdir()):
+                with open(candidate / CLAIM, "x"):
+                    return candidate
+        except FileExistsError:  # another run claimed it first (or a file has that name)
+            pass
+        except OSError as err:
+            raise ParrotError(f"cannot create the run folder {str(candidate)!r}: {err.strerror or err}") from None
         n += 1
         candidate = path.with_name(f"{path.name}-{n}")
-    try:
-        candidate.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ParrotError(f"cannot create the run folder {str(candidate)!r}: {err.strerror or err}") from None
-    return candidate

@@ -163,6 +163,15 @@ def test_sft_pen_on_jsonl_pairs(tmp_path, capsys):
     assert main(argv) == 2
     assert f'{data}:1: expected a JSON object with "prompt" and "expansion"' in capsys.readouterr().err
     assert main([*argv[:-4], "--steps", "0"]) == 2 and "--steps must be >= 1" in capsys.readouterr().err
+    data.write_text("".join(json.dumps({"prompt": p, "expansion": e}) + "\n" for p, e in pairs))
+    for template, message in [
+        ("Input: {oops} {prompt}", "may use exactly one placeholder, {prompt} (found {oops})"),
+        ("Input: no placeholder", "(it has none)"),
+        ("Input: {prompt", "is not a format string"),
+    ]:
+        assert main([*argv, "--template", template]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err and "{{ and }} for literal braces" in err, err
 
 
 def test_mini_training_commands_write_loadable_models_and_resume(tmp_path, capsys):

@@ -11,6 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 from parrot_t2i import trainer
+from parrot_t2i.checkpoint import resumable_checkpoint
 from parrot_t2i.cli import main
 from parrot_t2i.config import load_config
 from parrot_t2i.trainer import train
@@ -98,3 +99,28 @@ def test_resume_mistakes_are_one_line_errors(tmp_path, capsys):
     assert "already finished its 1 iterations" in capsys.readouterr().err
     assert main(["train", "--resume", str(run_dir), "--config", "tiny"]) == 2
     assert "drop --config" in capsys.readouterr().err
+
+
+def cut_short(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("damaged", ["unet_trainable.safetensors", "pen/adapter_model.safetensors", "state/optimizers.pt"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, caplog, damaged):
+    run_dir = train(load_config("tiny", [*SETTINGS, "train.num_iterations=2", "train.checkpoint_every=1", f"train.output_dir={tmp_path / 'run'}"]))
+    cut_short(run_dir / "checkpoints" / "iter_000002" / damaged)
+    checkpoint, done = resumable_checkpoint(run_dir)
+    assert (checkpoint.name, done) == ("iter_000001", 1)
+    out = tmp_path / "g.png"
+    assert main(["generate", "a red circle", "--run", str(run_dir), "--n", "1", "--steps", "1", "--out", str(out)]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["model"].endswith("iter_000001")
+    assert f"{damaged} is damaged (cut short): using the checkpoint before iter_000002" in caplog.text
+    assert main(["train", "--resume", str(run_dir), "--set", "train.num_iterations=3"]) == 0  # iterations 2 and 3 run again
+    assert [json.loads(line)["iteration"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    capsys.readouterr()
+    for checkpoint in (run_dir / "checkpoints").glob("iter_*"):
+        cut_short(checkpoint / "unet_trainable.safetensors")
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("parrot: error")]
+    assert len(err) == 1 and "has no intact checkpoint with a resume state" in err[0]

@@ -284,3 +284,26 @@ def test_kl_to_the_reference_is_zero_at_the_start_and_pulls_back_after(tmp_path,
                 assert all(torch.equal(a, b) for a, b in zip(initial, run.reference))
     for without, with_kl in zip(grads[0.0], grads[10.0]):  # same seed, same samples: the first gradients agree
         torch.testing.assert_close(without, with_kl)
+
+
+def test_runs_started_into_one_output_dir_at_once_claim_different_folders(tmp_path):
+    import threading
+
+    from parrot_t2i.trainer import _fresh_run_dir
+
+    (tmp_path / "runs" / "busy").mkdir(parents=True)
+    (tmp_path / "runs" / "busy" / "metrics.jsonl").write_text("{}\n")  # earlier work: never reused
+    start, claimed = threading.Barrier(8), []
+    def claim():
+        start.wait()
+        claimed.append(_fresh_run_dir(tmp_path / "runs" / "busy"))
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(claimed)) == 8 and tmp_path / "runs" / "busy" not in claimed
+    assert sorted(p.name for p in claimed) == sorted(f"busy-{n}" for n in range(2, 10))
+    empty = tmp_path / "runs" / "empty"
+    empty.mkdir()
+    assert _fresh_run_dir(empty) == empty  # an empty folder is free to use
