@@ -58,7 +58,7 @@ from parrot_t2i.evaluate import Inference, evaluate, inference_from_config
 from parrot_t2i.mini import weights_path
 from parrot_t2i.mini.nets import AttributeChecker
 from parrot_t2i.mini.world import parse_prompt
-from parrot_t2i.pareto import hypervolume
+from parrot_t2i.pareto import per_prompt_hypervolume
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.rewards import build_reward
 from parrot_t2i.runs import open_run, run_policy
@@ -116,12 +116,6 @@ def evaluate_row(cache: Path, policy: T2IPolicy, rewards, names, prompts, infere
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(record))
     return record
-
-
-def per_prompt_hypervolume(record: dict, reference: np.ndarray) -> float:
-    """Mean over prompts of the hypervolume of that prompt's images above ``reference``."""
-    scores, prompts = np.array(record["scores"]), np.array(record["prompts"])
-    return float(np.mean([hypervolume(scores[prompts == p], reference) for p in dict.fromkeys(record["prompts"])]))
 
 
 def interval(values: list[float]) -> dict:
@@ -193,7 +187,7 @@ def write_results(args, rows, evals, costs, names, started) -> None:
             for k, name in enumerate(names):
                 per_seed[name].append(float(means[k]))
             per_seed["average"].append(float(means.mean()))
-            per_seed["hv_per_prompt"].append(per_prompt_hypervolume(evals[key][s], reference))
+            per_seed["hv_per_prompt"].append(per_prompt_hypervolume(scores, evals[key][s]["prompts"], reference))
             per_seed["worst_change"].append(float((means - base.mean(0)).min()))
             for a in CHECKED:
                 per_seed[a].append(float(np.mean(evals[key][s]["checker"][a])))

@@ -42,7 +42,8 @@ import torch
 from parrot_t2i.config import load_config
 from parrot_t2i.evaluate import evaluate, inference_from_config
 from parrot_t2i.prompts import read_prompt_file
-from parrot_t2i.report import front_hypervolume, line_plot
+from parrot_t2i.pareto import hypervolume
+from parrot_t2i.report import line_plot
 from parrot_t2i.rewards import build_reward
 from parrot_t2i.runs import open_run, run_expander, run_policy
 from parrot_t2i.t2i import T2IPolicy
@@ -112,7 +113,7 @@ def main() -> None:
             scores = evaluate(policy, rewards, names, prompts, images_per_prompt=args.images_per_prompt, inference=inference, batch_size=32, desc=f"seed {seed}: {row}").scores
             means = dict(zip(names, scores.mean(0).tolist()))
             means["average"] = sum(means.values()) / len(names)
-            means["hypervolume"] = front_hypervolume(scores, torch.zeros(len(names)))
+            means["hypervolume"] = hypervolume(scores, torch.zeros(len(names)))  # all images pooled, against the origin
             table[row].append(means)
 
     columns = [*names, "average", "hypervolume"]

@@ -153,8 +153,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         raise ConfigError("--rewards is needed when only --model entries are given (e.g. --rewards mini_aesthetic,mini_alignment)")
     rewards = [build_reward(spec) for spec in specs]  # before any sampling: a typo fails fast
     names = [getattr(spec, "name", spec) for spec in specs]
-    reference = [float(v) for v in args.reference.split(",")] if args.reference else [0.0] * len(names)
-    if len(reference) != len(names):
+    reference = [float(v) for v in args.reference.split(",")] if args.reference else None
+    if reference is not None and len(reference) != len(names):
         raise ConfigError(f"--reference needs one value per reward ({len(names)}: {names}), got {reference}")
     entries = []
     for run, config, checkpoint in runs:
@@ -166,10 +166,10 @@ def _evaluate(args: argparse.Namespace) -> None:
         evaluation = evaluate(T2IPolicy.from_pretrained(model), rewards, names, prompts, images_per_prompt=args.images_per_prompt, inference=inference, desc=model)
         entries.append(Entry(model, model, evaluation))
     results = write_report(entries, args.out, reference, args.prompts, args.images_per_prompt)
-    header = ["entry", *names, "average", "hypervolume"]
+    header = ["entry", *names, "average", "HV per prompt"]
     print(" | ".join(header))
     for entry in results["entries"]:
-        print(" | ".join([entry["label"], *(f"{entry['rewards'][n]['mean']:.4f}±{entry['rewards'][n]['ci95']:.4f}" for n in [*names, "average"]), f"{entry['hypervolume']:.4g}"]))
+        print(" | ".join([entry["label"], *(f"{entry['rewards'][n]['mean']:.4f}±{entry['rewards'][n]['ci95']:.4f}" for n in [*names, "average"]), f"{entry['hypervolume_per_prompt']:.4g}"]))
     print(f"wrote {Path(args.out) / 'report.html'}, report.md and results.json")
 
 
@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--prompts", default="builtin:mini-heldout", help="prompt file: text, JSONL, PartiPrompts TSV (file.tsv#Category=Animals) or builtin:NAME")
     ev.add_argument("--images-per-prompt", type=int, default=8)
     ev.add_argument("--rewards", help="comma-separated reward names (default: the first run's rewards)")
-    ev.add_argument("--reference", help="hypervolume reference point, one value per reward (default: 0 each)")
+    ev.add_argument("--reference", help="hypervolume reference point, one value per reward (default: each reward's 10%% quantile over the first entry's images)")
     ev.add_argument("--seed", type=int, default=1234, help="noise and PEN seed, the same for every entry")
     ev.add_argument("--out", default="report", help="folder for the report")
     ev.set_defaults(func=_evaluate)

@@ -133,6 +133,23 @@ def hypervolume(points: Tensor | np.ndarray, reference: Tensor | np.ndarray) -> 
     return float(_hso(pts, ref))
 
 
+def per_prompt_hypervolume(scores: Tensor | np.ndarray, prompts: list[str], reference: Tensor | np.ndarray) -> float:
+    """Mean over prompts of the hypervolume of each prompt's images (rows of ``scores`` (B, K))
+    above ``reference``: how much of the reward space a model covers *for one request*, which a
+    hypervolume of all images pooled across prompts hides (different prompts fill different corners)."""
+    values = np.asarray(scores.detach().cpu() if isinstance(scores, Tensor) else scores, dtype=np.float64)
+    keys = np.asarray(prompts)
+    return float(np.mean([hypervolume(values[keys == p], reference) for p in dict.fromkeys(prompts)]))
+
+
+def lower_quantile_reference(scores: Tensor | np.ndarray, quantile: float = 0.1) -> np.ndarray:
+    """A hypervolume reference point: each reward's ``quantile`` over ``scores`` (B, K), e.g. a base
+    model's images. Below-reference images add nothing, so the origin (which every image clears)
+    stops dominating the measure."""
+    values = np.asarray(scores.detach().cpu() if isinstance(scores, Tensor) else scores, dtype=np.float64)
+    return np.quantile(values[np.isfinite(values).all(1)], quantile, axis=0)
+
+
 def _hso(pts: np.ndarray, ref: np.ndarray) -> float:
     """Hypervolume by slicing; ``pts`` all strictly above ``ref``."""
     if pts.shape[1] == 1:

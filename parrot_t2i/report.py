@@ -1,8 +1,10 @@
 """Evaluation reports: several models or runs side by side on one prompt set (``parrot evaluate``).
 
 For each entry: every reward's mean ± 95% CI (alignment scored against the original prompt, as the
-paper does), their average, and the hypervolume of the entry's images' reward vectors against a
-stated reference point. Pairwise scatter plots show every image per pair of rewards with each
+paper does), their average, and the per-prompt hypervolume: for each prompt, the volume of reward
+space its images dominate above a reference point, averaged over prompts. The reference is each
+reward's 10th percentile over the first entry's images (the base model, or "before" training)
+unless one is given. Pairwise scatter plots show every image per pair of rewards with each
 entry's non-dominated images outlined. Written as report.md, a self-contained report.html (images
 embedded as data URIs), results.json and PNGs. Plots are drawn with PIL, no plotting library.
 """
@@ -24,7 +26,7 @@ from torch import Tensor
 
 from .evaluate import Evaluation
 from .images import save_grid
-from .pareto import hypervolume, non_dominated
+from .pareto import lower_quantile_reference, non_dominated, per_prompt_hypervolume
 from .stats import summarize
 
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
@@ -35,12 +37,6 @@ class Entry:
     label: str  # how the entry is named in tables and plots
     source: str  # the model id or run checkpoint it came from
     evaluation: Evaluation
-
-
-def front_hypervolume(scores: Tensor, reference: Tensor) -> float:
-    """Hypervolume dominated by the non-dominated images of ``scores`` (B, K) w.r.t. ``reference`` (K,)."""
-    finite = scores[torch.isfinite(scores).all(1)]
-    return hypervolume(finite[non_dominated(finite)], reference) if len(finite) else 0.0
 
 
 def scatter_plot(entries: list[Entry], i: int, j: int, size: int = 360, margin: int = 44) -> Image.Image:
@@ -97,14 +93,20 @@ def line_plot(series: dict[str, list[float]], title: str, size: tuple[int, int] 
     return image
 
 
-def write_report(entries: list[Entry], out: str | Path, reference: list[float], prompts_label: str, images_per_prompt: int, extra: list[tuple[str, Image.Image]] = ()) -> dict:
+def write_report(entries: list[Entry], out: str | Path, reference: list[float] | None, prompts_label: str, images_per_prompt: int, extra: list[tuple[str, Image.Image]] = ()) -> dict:
     """Write report.md, report.html, results.json, grid_*.png and front_*.png into ``out``;
-    ``extra`` adds (caption, image) figures such as training curves."""
+    ``extra`` adds (caption, image) figures such as training curves. ``reference``: the
+    hypervolume reference point; None: each reward's 10th percentile over the first entry."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = entries[0].evaluation.reward_names
-    ref = torch.tensor(reference, dtype=torch.float32)
-    results = {"prompts": prompts_label, "images_per_prompt": images_per_prompt, "hypervolume_reference": reference, "entries": []}
+    if reference is None:
+        reference = lower_quantile_reference(entries[0].evaluation.scores).tolist()
+        how = f"each reward's 10% quantile over the images of {entries[0].label!r}"
+    else:
+        how = "given"
+    ref = torch.tensor(reference, dtype=torch.float64)
+    results = {"prompts": prompts_label, "images_per_prompt": images_per_prompt, "hypervolume_reference": reference, "hypervolume_reference_is": how, "entries": []}
     pictures: list[tuple[str, Path]] = []
     for n, entry in enumerate(entries):
         ev = entry.evaluation
@@ -115,7 +117,7 @@ def write_report(entries: list[Entry], out: str | Path, reference: list[float], 
                 "label": entry.label,
                 "source": entry.source,
                 "rewards": summarize(ev.scores, names),
-                "hypervolume": front_hypervolume(ev.scores, ref),
+                "hypervolume_per_prompt": per_prompt_hypervolume(ev.scores, ev.prompts, ref),
                 "images": len(ev.prompts),
                 "grid": grid.name,
                 "examples": [{"prompt": p, "expansion": e} for p, e in list(zip(ev.prompts, ev.expansions))[:: max(1, images_per_prompt)][:4]],
@@ -141,19 +143,20 @@ def _table_rows(results: dict, names: list[str]) -> list[list[str]]:
     rows = []
     for entry in results["entries"]:
         cells = [f"{entry['rewards'][n]['mean']:.4f} ± {entry['rewards'][n]['ci95']:.4f}" for n in [*names, "average"]]
-        rows.append([entry["label"], *cells, f"{entry['hypervolume']:.4g}"])
+        rows.append([entry["label"], *cells, f"{entry['hypervolume_per_prompt']:.4g}"])
     return rows
 
 
 def _markdown(results: dict, names: list[str], pictures: list[tuple[str, Path]]) -> str:
-    header = ["entry", *names, "average", "hypervolume"]
+    header = ["entry", *names, "average", "HV per prompt"]
     lines = [
         "# Evaluation report",
         "",
         (
             f"Prompts: {results['prompts']}, {results['images_per_prompt']} images each; rewards scored against the original prompt. "
             "± is the 95% Student-t interval over images (optimistic: images of one prompt are correlated). "
-            f"Hypervolume of each entry's non-dominated images, reference point {results['hypervolume_reference']}."
+            f"HV per prompt: the reward-space volume one prompt's images dominate above the reference point {_rounded(results['hypervolume_reference'])} "
+            f"({results['hypervolume_reference_is']}), averaged over prompts; higher means more of the trade-off covered for each request."
         ),
         "",
         "| " + " | ".join(header) + " |",
@@ -167,6 +170,10 @@ def _markdown(results: dict, names: list[str], pictures: list[tuple[str, Path]])
     return "\n".join(lines) + "\n"
 
 
+def _rounded(point: list[float]) -> list[float]:
+    return [round(v, 4) for v in point]
+
+
 def _data_uri(path: Path) -> str:
     buffer = io.BytesIO()
     Image.open(path).save(buffer, format="PNG")
@@ -175,7 +182,7 @@ def _data_uri(path: Path) -> str:
 
 def _html(results: dict, names: list[str], pictures: list[tuple[str, Path]]) -> str:
     esc = html.escape
-    header = "".join(f"<th>{esc(h)}</th>" for h in ["entry", *names, "average", "hypervolume"])
+    header = "".join(f"<th>{esc(h)}</th>" for h in ["entry", *names, "average", "HV per prompt"])
     rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in _table_rows(results, names))
     figures = "".join(f'<figure><img src="{_data_uri(path)}" alt="{esc(caption)}" data-file="{esc(path.name)}"><figcaption>{esc(caption)}</figcaption></figure>' for caption, path in pictures)
     return (
@@ -183,6 +190,7 @@ def _html(results: dict, names: list[str], pictures: list[tuple[str, Path]]) -> 
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
         "figure{display:inline-block;margin:8px}img{image-rendering:pixelated;max-width:480px}</style></head><body>"
         f"<h1>Evaluation report</h1><p>Prompts: {esc(str(results['prompts']))}, {results['images_per_prompt']} images each; "
-        f"± is the 95% interval over images; hypervolume reference {esc(str(results['hypervolume_reference']))}.</p>"
+        f"± is the 95% interval over images; HV per prompt: the reward-space volume one prompt's images dominate above "
+        f"{esc(str(_rounded(results['hypervolume_reference'])))} ({esc(results['hypervolume_reference_is'])}), averaged over prompts.</p>"
         f"<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>{figures}</body></html>\n"
     )

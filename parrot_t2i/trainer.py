@@ -43,6 +43,7 @@ from .objectives import (
     pen_policy_gradient_loss,
     policy_gradient_loss,
 )
+from .pareto import lower_quantile_reference, per_prompt_hypervolume
 from .pen import Expansions, PromptExpander, sampled_log_probs
 from .prompts import read_prompt_file
 from .rewards import Reward, RewardError, build_reward, score_all
@@ -552,7 +553,7 @@ def write_run_report(run: Run, history: list[dict[str, float]], before: Evaluati
         return
     cfg = run.config
     entries = [Entry("before", cfg.model.pretrained, before), Entry("after", str(last_checkpoint(run.run_dir)), after)]
-    write_report(entries, run.run_dir / "report", [0.0] * len(run.rewards), cfg.eval.file, cfg.eval.images_per_prompt, extra=[("training reward curves", curves)])
+    write_report(entries, run.run_dir / "report", None, cfg.eval.file, cfg.eval.images_per_prompt, extra=[("training reward curves", curves)])
 
 
 def evaluate_run(run: Run, prompts: list[str], tag: str) -> Evaluation:
@@ -605,8 +606,10 @@ def write_summary(run: Run, history: list[dict[str, float]], before: Evaluation 
         summary["mean_iteration_s"] = sum(h["time/iteration"] for h in history) / len(history)
     lines = [f"run folder: {run.run_dir}", f"iterations: {len(history)}, wall time {seconds / 60:.1f} min"]
     if before is not None and after is not None:
-        summary.update(eval_prompts=len(set(before.prompts)), eval_images=len(before.prompts), before=before.means(), after=after.means())
-        lines += [f"held-out prompts ({len(set(before.prompts))} prompts × {run.config.eval.images_per_prompt} images):", comparison_table(before.means(), after.means())]
+        reference = lower_quantile_reference(before.scores)  # as the report: each reward's 10% quantile before training
+        before_means, after_means = ({**e.means(), "hv_per_prompt": per_prompt_hypervolume(e.scores, e.prompts, reference)} for e in (before, after))
+        summary.update(eval_prompts=len(set(before.prompts)), eval_images=len(before.prompts), before=before_means, after=after_means, hypervolume_reference=reference.tolist())
+        lines += [f"held-out prompts ({len(set(before.prompts))} prompts × {run.config.eval.images_per_prompt} images; hv_per_prompt: hypervolume of each prompt's images above each reward's 10% quantile before training):", comparison_table(before_means, after_means)]
         if run.expander is not None and run.config.eval.expand:
             step = run.config.eval.images_per_prompt  # the first image of the first four prompts
             examples = [{"prompt": p, "before": b, "after": a} for p, b, a in zip(before.prompts[::step], before.expansions[::step], after.expansions[::step])][:4]

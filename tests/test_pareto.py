@@ -161,3 +161,15 @@ def test_hypervolume_contributions_by_hand():
     # A duplicate contributes nothing exclusively; a lone point contributes its whole box.
     np.testing.assert_allclose(hypervolume_contributions(np.array([[1.0, 1.0], [1.0, 1.0]]), np.zeros(2)), [0.0, 0.0])
     np.testing.assert_allclose(hypervolume_contributions(np.array([[2.0, 3.0]]), np.zeros(2)), [6.0])
+
+
+def test_per_prompt_hypervolume_and_quantile_reference_by_hand():
+    from parrot_t2i.pareto import lower_quantile_reference, per_prompt_hypervolume
+
+    scores = np.array([[1.0, 3.0], [3.0, 1.0], [2.0, 2.0], [2.0, 2.0]])
+    prompts = ["a", "a", "b", "b"]
+    # Prompt a: the staircase (1,3), (3,1) above the origin = 3 + 3 − 1 = 5; prompt b: 2·2 = 4.
+    assert per_prompt_hypervolume(scores, prompts, np.zeros(2)) == 4.5
+    # Pooled, the four images dominate 3 + 3 − 1 + (the square (1,2]² gained by (2,2)) = 6: pooling hides that a covers no centre.
+    assert hypervolume(scores, np.zeros(2)) == 6.0
+    np.testing.assert_allclose(lower_quantile_reference(scores, 0.5), [2.0, 2.0])

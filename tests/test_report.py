@@ -28,19 +28,23 @@ def test_evaluate_writes_a_self_contained_report(tmp_path, capsys):
     argv = ["evaluate", "--run", str(run), "--model", "builtin:tiny", "--prompts", f"{prompts}#Category=Shapes", "--images-per-prompt", "2", "--rewards", "brightness,colorfulness", "--out", str(out)]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
-    assert [e["label"] for e in results["entries"]] == ["run", "builtin:tiny"] and results["hypervolume_reference"] == [0.0, 0.0]
+    assert [e["label"] for e in results["entries"]] == ["run", "builtin:tiny"]
+    # The reference is each reward's 10% quantile over the first entry's images, stated in the report.
+    first = results["entries"][0]
+    assert results["hypervolume_reference_is"] == "each reward's 10% quantile over the images of 'run'" and len(results["hypervolume_reference"]) == 2
     for entry in results["entries"]:
         assert entry["images"] == 4 and set(entry["rewards"]) == {"brightness", "colorfulness", "average"}
         brightness = entry["rewards"]["brightness"]
         assert 0 <= brightness["mean"] <= 1 and brightness["ci95"] > 0 and brightness["n"] == 4
-        assert entry["hypervolume"] > 0
+        assert entry["hypervolume_per_prompt"] >= 0
     assert results["entries"][0]["examples"][0]["prompt"] == "a red circle"  # the run expanded it with its PEN
     parser = Images()
     parser.feed((out / "report.html").read_text())
     assert parser.tables == 1 and sorted(parser.files) == sorted(results["plots"]) and all(s.startswith("data:image/png;base64,") for s in parser.sources)
     assert {"grid_0.png", "grid_1.png", "front_brightness_colorfulness.png"} <= {p.name for p in out.iterdir()}
     report = (out / "report.md").read_text()
-    assert "| run |" in report and "| builtin:tiny |" in report and "![brightness vs colorfulness](front_brightness_colorfulness.png)" in report
+    assert first["hypervolume_per_prompt"] > 0  # 10% of its images sit at or below the reference, the rest cover some volume
+    assert "| run |" in report and "| builtin:tiny |" in report and "HV per prompt: the reward-space volume" in report and "![brightness vs colorfulness](front_brightness_colorfulness.png)" in report
     assert "wrote" in capsys.readouterr().out
 
     assert main(["evaluate", "--model", "builtin:tiny", "--out", str(out)]) == 2
