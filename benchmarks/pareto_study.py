@@ -24,13 +24,15 @@ training (half of them trained per sample) and 20 at evaluation, the same for ev
 | dominance count | standardised (dominated − dominating) | 4 prompts × 8 |
 | HV contribution | standardised exclusive hypervolume contribution | 4 prompts × 8 |
 | Parrot Eq. 4, group z | the previous default job's objective | 4 prompts × 8 |
+| drift control rows | Pareto filter + group z with KL β = 1 or 10, or PPO clip 0.1 × 2 epochs; group-z sum with KL β = 10 | 4 prompts × 8 |
 
 Measured per row and seed: each reward's mean and their average; the per-prompt hypervolume (each
 prompt's images above a reference point: each reward's 10th percentile over the base +
 identifiers row's images, pooled over seeds, stated in the JSON); the worst per-reward change
 against base + identifiers; the attribute checker's shape / colour / background accuracy (an
 independent judge: it is never a reward); the fraction of samples reaching a backward pass and the
-seconds per iteration. Over seeds: mean and 95% Student-t interval; the best Pareto row and the
+seconds per iteration; for comparison, Table 1's old measure (all images pooled, against the
+origin). Over seeds: mean and 95% Student-t interval; the best Pareto row and the
 best scalarisation are compared by paired per-seed differences.
 
 Resumable: each finished training and each evaluation is kept under --work-dir; rerun the same
@@ -58,7 +60,7 @@ from parrot_t2i.evaluate import Inference, evaluate, inference_from_config
 from parrot_t2i.mini import weights_path
 from parrot_t2i.mini.nets import AttributeChecker
 from parrot_t2i.mini.world import parse_prompt
-from parrot_t2i.pareto import per_prompt_hypervolume
+from parrot_t2i.pareto import hypervolume, per_prompt_hypervolume
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.rewards import build_reward
 from parrot_t2i.runs import open_run, run_policy
@@ -68,6 +70,7 @@ from parrot_t2i.trainer import train
 from provenance import code_version
 
 RESULTS = Path(__file__).parent / "results"
+PARETO_Z = ["objective.name=weighted_sum", "objective.pareto_filter=true", "objective.reward_normalization=group"]
 ALGORITHM_1 = ["sample.group_by=prompt_reward", "sample.prompts_per_iteration=1", "sample.images_per_prompt=8"]
 # (key, label, family, overrides); family "base" rows are not trained.
 # In the order a default invocation runs them (each seed goes through every row before the next).
@@ -76,13 +79,18 @@ ROWS = [
     ("base", "base + identifiers", "base", None),
     ("random", "random weights (control)", "control", ["objective.name=random"]),
     ("ws_group_z", "weighted sum, group z (Flow-GRPO)", "scalarisation", ["objective.name=weighted_sum", "objective.reward_normalization=group"]),
-    ("pareto_z", "Pareto filter + group z", "pareto", ["objective.name=weighted_sum", "objective.pareto_filter=true", "objective.reward_normalization=group"]),
+    ("pareto_z", "Pareto filter + group z", "pareto", PARETO_Z),
     ("dpok_raw", "DPOK weighted sum, raw", "scalarisation", ["objective.name=weighted_sum", "objective.reward_normalization=none", *ALGORITHM_1]),
     ("parrot_raw", "Parrot Eq. 4, raw (Algorithm 1)", "pareto", ["objective.name=parrot", "objective.reward_normalization=none", "objective.selection=global", *ALGORITHM_1]),
     ("gdpo", "normalise-then-sum (GDPO)", "scalarisation", ["objective.name=normalize_then_sum"]),
     ("front_rank", "front rank + crowding", "pareto", ["objective.name=front_rank"]),
     ("dominance", "dominance count", "pareto", ["objective.name=dominance_count"]),
     ("hv_contrib", "HV contribution", "pareto", ["objective.name=hv_contribution"]),
+    # Drift control (issue 15, item 4) on the Pareto filter + group z row: each changes one thing.
+    ("pareto_z_kl1", "Pareto filter + group z, KL β = 1", "pareto", [*PARETO_Z, "train.kl_coef=1.0"]),
+    ("pareto_z_kl10", "Pareto filter + group z, KL β = 10", "pareto", [*PARETO_Z, "train.kl_coef=10.0"]),
+    ("pareto_z_ppo", "Pareto filter + group z, PPO clip 0.1 × 2 epochs", "pareto", [*PARETO_Z, "train.clip_range=0.1", "train.num_inner_epochs=2"]),
+    ("ws_group_z_kl10", "weighted sum, group z, KL β = 10", "scalarisation", ["objective.name=weighted_sum", "objective.reward_normalization=group", "train.kl_coef=10.0"]),
     ("parrot_z", "Parrot Eq. 4, group z (old default)", "pareto", ["objective.name=parrot", "objective.reward_normalization=group"]),
 ]
 CHECKED = ("shape", "colour", "background")
@@ -180,7 +188,7 @@ def write_results(args, rows, evals, costs, names, started) -> None:
         done = [s for s in seeds if s in evals[key]]
         if not done:
             continue
-        per_seed = {c: [] for c in [*names, "average", "hv_per_prompt", "worst_change", *CHECKED]}
+        per_seed = {c: [] for c in [*names, "average", "hv_per_prompt", "hv_pooled_origin", "worst_change", *CHECKED]}
         for s in done:
             scores, base = np.array(evals[key][s]["scores"]), np.array(evals["base"][s]["scores"])
             means = scores.mean(0)
@@ -188,6 +196,7 @@ def write_results(args, rows, evals, costs, names, started) -> None:
                 per_seed[name].append(float(means[k]))
             per_seed["average"].append(float(means.mean()))
             per_seed["hv_per_prompt"].append(per_prompt_hypervolume(scores, evals[key][s]["prompts"], reference))
+            per_seed["hv_pooled_origin"].append(hypervolume(scores, np.zeros(len(names))))  # Table 1's old measure, for comparison
             per_seed["worst_change"].append(float((means - base.mean(0)).min()))
             for a in CHECKED:
                 per_seed[a].append(float(np.mean(evals[key][s]["checker"][a])))
@@ -226,15 +235,17 @@ def compare(table: dict) -> dict:
         return {}
     p, s = table[best["pareto"]], table[best["scalarisation"]]
     shared = [seed for seed in p["seeds"] if seed in s["seeds"]]
-    diffs = {}
-    for c in ("average", "hv_per_prompt", "worst_change", *CHECKED):
+    diffs, overlap = {}, {}
+    for c in ("average", "hv_per_prompt", "hv_pooled_origin", "worst_change", *CHECKED):
         pick = lambda row: [row[c]["per_seed"][row["seeds"].index(seed)] for seed in shared]
         diffs[c] = interval([a - b for a, b in zip(pick(p), pick(s))])
-    return {"best_pareto": best["pareto"], "best_scalarisation": best["scalarisation"], "seeds": shared, "pareto_minus_scalarisation": diffs}
+        (pm, ph), (sm, sh) = (mean_ci(pick(row)) for row in (p, s))
+        overlap[c] = bool(abs(pm - sm) <= ph + sh) if np.isfinite(ph + sh) else None  # the two rows' own 95% intervals
+    return {"best_pareto": best["pareto"], "best_scalarisation": best["scalarisation"], "seeds": shared, "pareto_minus_scalarisation": diffs, "intervals_overlap": overlap}
 
 
 def print_table(table: dict, names: list[str], comparison: dict) -> None:
-    columns = [*names, "average", "hv_per_prompt", "worst_change", *CHECKED]
+    columns = [*names, "average", "hv_per_prompt", "hv_pooled_origin", "worst_change", *CHECKED]
     print("\n| row | " + " | ".join(columns) + " | backward | s/it | seeds |\n|---|" + "---:|" * (len(columns) + 3))
     for entry in table.values():
         cost = entry.get("cost", {})
