@@ -43,7 +43,7 @@ from parrot_t2i.config import load_config
 from parrot_t2i.evaluate import evaluate, inference_from_config
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.pareto import hypervolume
-from parrot_t2i.report import line_plot
+from parrot_t2i.plots import reward_curves, save
 from parrot_t2i.rewards import build_reward
 from parrot_t2i.runs import open_run, run_expander, run_policy
 from parrot_t2i.t2i import T2IPolicy
@@ -123,12 +123,13 @@ def main() -> None:
     for row, values in table.items():
         summary[row] = {c: {"mean": sum(v[c] for v in values) / len(values), "spread": (max(v[c] for v in values) - min(v[c] for v in values)) / 2, "per_seed": [v[c] for v in values]} for c in columns}
         print(f"| {row} | " + " | ".join(f"{summary[row][c]['mean']:.4f} ± {summary[row][c]['spread']:.4f}" for c in columns) + " |")
-    figure = line_plot(
+    figure = reward_curves(
         {label: [sum(ys) / len(ys) for ys in zip(*curves[key])] for label, key in [("weighted sum 0.7/0.1/0.1/0.1", "weighted_sum_0.7"), ("weighted sum equal", "weighted_sum"), ("Parrot", "parrot")]},
         "Fig. 4 analogue: training-batch mean of the four rewards, averaged over seeds",
+        overlay=True,
     )
     RESULTS.mkdir(exist_ok=True)
-    figure.save(Path(args.out).with_name(Path(args.out).stem + "_curves.png"))
+    save(figure, Path(args.out).with_name(Path(args.out).stem + "_curves.png"))
     result = {
         "budget": {"iterations": args.iterations, "images_per_iteration": base_config.sample.prompts_per_iteration * base_config.sample.images_per_prompt, "seeds": args.seeds},
         "eval": {"prompts": len(prompts), "images_per_prompt": args.images_per_prompt, "hypervolume_reference": [0.0] * len(names)},

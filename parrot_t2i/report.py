@@ -4,33 +4,28 @@ For each entry: every reward's mean ± 95% CI (alignment scored against the orig
 paper does), their average, and the per-prompt hypervolume: for each prompt, the volume of reward
 space its images dominate above a reference point, averaged over prompts. The reference is each
 reward's 10th percentile over the first entry's images (the base model, or "before" training)
-unless one is given. Pairwise scatter plots show every image per pair of rewards with each
-entry's non-dominated images outlined. Written as report.md, a self-contained report.html (images
-embedded as data URIs), results.json and PNGs. Plots are drawn with PIL, no plotting library.
+unless one is given. Pairwise front plots show every image per pair of rewards, each entry's
+non-dominated images marked and its front drawn, arrows between the entries' means. Written as report.md, a self-contained report.html (images
+embedded as data URIs, figures as SVG), results.json, PNGs and SVGs; figures come from ``plots.py``.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
-import math
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
-from torch import Tensor
+from matplotlib.figure import Figure
 
 from .evaluate import Evaluation
 from .images import save_grid
-from .pareto import lower_quantile_reference, non_dominated, per_prompt_hypervolume
+from .pareto import lower_quantile_reference, per_prompt_hypervolume
+from .plots import front_plot, save
 from .stats import summarize
-
-COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
-
 
 @dataclass
 class Entry:
@@ -39,63 +34,9 @@ class Entry:
     evaluation: Evaluation
 
 
-def scatter_plot(entries: list[Entry], i: int, j: int, size: int = 360, margin: int = 44) -> Image.Image:
-    """Reward i (x) against reward j (y) for every image of every entry; the non-dominated images of
-    each entry (in these two rewards) drawn larger and outlined."""
-    names = entries[0].evaluation.reward_names
-    both = torch.cat([e.evaluation.scores[:, [i, j]] for e in entries])
-    lo, hi = both.min(0).values, both.max(0).values
-    span = (hi - lo).clamp(min=1e-9)
-    image = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(image)
-    inner = size - 2 * margin
-    draw.rectangle([margin, margin, size - margin, size - margin], outline=(0, 0, 0))
-
-    def at(point: Tensor) -> tuple[float, float]:
-        x, y = ((point - lo) / span).tolist()
-        return margin + x * inner, size - margin - y * inner
-
-    for n, entry in enumerate(entries):
-        colour = COLOURS[n % len(COLOURS)]
-        pair = entry.evaluation.scores[:, [i, j]]
-        front = non_dominated(pair)
-        for point, on_front in zip(pair, front.tolist()):
-            x, y = at(point)
-            r = 4 if on_front else 2
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=colour, outline=(0, 0, 0) if on_front else None)
-        draw.text((size // 2, 4 + 12 * n), entry.label, fill=colour)  # legend, top right
-    draw.text((margin, size - margin + 6), f"{names[i]}  [{lo[0]:.3g}, {hi[0]:.3g}]", fill=(0, 0, 0))
-    draw.text((4, margin - 14), f"{names[j]}  [{lo[1]:.3g}, {hi[1]:.3g}]", fill=(0, 0, 0))
-    return image
-
-
-def line_plot(series: dict[str, list[float]], title: str, size: tuple[int, int] = (520, 320), margin: int = 44) -> Image.Image:
-    """Curves over iterations (x = 1..n), one colour per series, y range of all values, legend top right."""
-    values = [v for ys in series.values() for v in ys if math.isfinite(v)]
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    w, h = size
-    draw.rectangle([margin, margin, w - margin, h - margin], outline=(0, 0, 0))
-    draw.text((margin, 8), title, fill=(0, 0, 0))
-    if not values:
-        return image
-    lo, hi = min(values), max(values)
-    span = (hi - lo) or 1.0
-    n = max(len(ys) for ys in series.values())
-    for k, (name, ys) in enumerate(series.items()):
-        colour = COLOURS[k % len(COLOURS)]
-        points = [(margin + (w - 2 * margin) * (i / max(1, n - 1)), h - margin - (h - 2 * margin) * ((y - lo) / span)) for i, y in enumerate(ys) if math.isfinite(y)]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        draw.text((w // 2, 8 + 12 * (k + 1)), name, fill=colour)
-    draw.text((margin, h - margin + 6), f"iteration 1 … {n}", fill=(0, 0, 0))
-    draw.text((4, margin - 14), f"[{lo:.3g}, {hi:.3g}]", fill=(0, 0, 0))
-    return image
-
-
-def write_report(entries: list[Entry], out: str | Path, reference: list[float] | None, prompts_label: str, images_per_prompt: int, extra: list[tuple[str, Image.Image]] = ()) -> dict:
-    """Write report.md, report.html, results.json, grid_*.png and front_*.png into ``out``;
-    ``extra`` adds (caption, image) figures such as training curves. ``reference``: the
+def write_report(entries: list[Entry], out: str | Path, reference: list[float] | None, prompts_label: str, images_per_prompt: int, extra: list[tuple[str, Figure]] = ()) -> dict:
+    """Write report.md, report.html, results.json, grid_*.png and front_*.png/.svg into ``out``;
+    ``extra`` adds (caption, figure) pairs such as training curves. ``reference``: the
     hypervolume reference point; None: each reward's 10th percentile over the first entry."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +48,7 @@ def write_report(entries: list[Entry], out: str | Path, reference: list[float] |
         how = "given"
     ref = torch.tensor(reference, dtype=torch.float64)
     results = {"prompts": prompts_label, "images_per_prompt": images_per_prompt, "hypervolume_reference": reference, "hypervolume_reference_is": how, "entries": []}
-    pictures: list[tuple[str, Path]] = []
+    pictures: list[tuple[str, Path]] = []  # (caption, PNG); the HTML embeds a figure's SVG when there is one
     for n, entry in enumerate(entries):
         ev = entry.evaluation
         grid = save_grid(ev.images[: 8 * images_per_prompt], out / f"grid_{n}.png", ncols=images_per_prompt)
@@ -123,14 +64,13 @@ def write_report(entries: list[Entry], out: str | Path, reference: list[float] |
                 "examples": [{"prompt": p, "expansion": e} for p, e in list(zip(ev.prompts, ev.expansions))[:: max(1, images_per_prompt)][:4]],
             }
         )
+    labels, scores = [e.label for e in entries], [e.evaluation.scores for e in entries]
     for i, j in combinations(range(len(names)), 2):
-        path = out / f"front_{names[i]}_{names[j]}.png"
-        scatter_plot(entries, i, j).save(path)
-        pictures.append((f"{names[i]} vs {names[j]}", path))
+        png, _ = save(front_plot(labels, scores, names, i, j), out / f"front_{names[i]}_{names[j]}.png")
+        pictures.append((f"{names[i]} vs {names[j]}: every image, each entry's front marked, arrows between the entries' means", png))
     for n, (caption, figure) in enumerate(extra):
-        path = out / f"figure_{n}.png"
-        figure.save(path)
-        pictures.append((caption, path))
+        png, _ = save(figure, out / f"figure_{n}.png")
+        pictures.append((caption, png))
     results["plots"] = [p.name for _, p in pictures]
     (out / "results.json").write_text(json.dumps(results, indent=2))
     markdown = _markdown(results, names, pictures)
@@ -174,10 +114,11 @@ def _rounded(point: list[float]) -> list[float]:
     return [round(v, 4) for v in point]
 
 
-def _data_uri(path: Path) -> str:
-    buffer = io.BytesIO()
-    Image.open(path).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+def _data_uri(png: Path) -> str:
+    """The picture as a data URI: its SVG twin when it has one (a figure), else the PNG (a grid)."""
+    svg = png.with_suffix(".svg")
+    path, kind = (svg, "svg+xml") if svg.is_file() else (png, "png")
+    return f"data:image/{kind};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def _html(results: dict, names: list[str], pictures: list[tuple[str, Path]]) -> str:

@@ -544,11 +544,12 @@ def _history(run_dir: Path, done: int) -> list[dict[str, float]]:
 def write_run_report(run: Run, history: list[dict[str, float]], before: Evaluation | None, after: Evaluation | None) -> None:
     """The `parrot evaluate` report of this run (before vs after on the held-out prompts) in
     ``report/``, with the training reward curves; the curves alone without an evaluation set."""
-    from .report import Entry, line_plot, write_report
+    from .plots import reward_curves, save
+    from .report import Entry, write_report
     from .runs import last_checkpoint
 
-    curves = line_plot({n: [h.get(f"reward/{n}/mean", float("nan")) for h in history] for n in run.reward_names}, "training batches: mean reward per iteration")
-    curves.save(run.run_dir / "reward_curves.png")
+    curves = reward_curves({n: [h.get(f"reward/{n}/mean", float("nan")) for h in history] for n in run.reward_names}, "training batches: mean reward per iteration")
+    save(curves, run.run_dir / "reward_curves.png")
     if before is None or after is None:
         return
     cfg = run.config

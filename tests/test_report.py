@@ -40,14 +40,24 @@ def test_evaluate_writes_a_self_contained_report(tmp_path, capsys):
     assert results["entries"][0]["examples"][0]["prompt"] == "a red circle"  # the run expanded it with its PEN
     parser = Images()
     parser.feed((out / "report.html").read_text())
-    assert parser.tables == 1 and sorted(parser.files) == sorted(results["plots"]) and all(s.startswith("data:image/png;base64,") for s in parser.sources)
+    assert parser.tables == 1 and sorted(parser.files) == sorted(results["plots"]) and all(s.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,")) for s in parser.sources)
+    assert sum(s.startswith("data:image/svg+xml") for s in parser.sources) == 1  # the one front plot, as SVG
+    assert (out / "front_brightness_colorfulness.svg").is_file()
     assert {"grid_0.png", "grid_1.png", "front_brightness_colorfulness.png"} <= {p.name for p in out.iterdir()}
     report = (out / "report.md").read_text()
     assert first["hypervolume_per_prompt"] > 0  # 10% of its images sit at or below the reference, the rest cover some volume
-    assert "| run |" in report and "| builtin:tiny |" in report and "HV per prompt: the reward-space volume" in report and "![brightness vs colorfulness](front_brightness_colorfulness.png)" in report
+    assert "| run |" in report and "| builtin:tiny |" in report and "HV per prompt: the reward-space volume" in report and "](front_brightness_colorfulness.png)" in report and "![brightness vs colorfulness: every image" in report
     assert "wrote" in capsys.readouterr().out
 
     assert main(["evaluate", "--model", "builtin:tiny", "--out", str(out)]) == 2
     assert "--rewards is needed" in capsys.readouterr().err
     assert main(["evaluate", "--model", "builtin:tiny", "--rewards", "brightness", "--reference", "0,1", "--out", str(out)]) == 2
     assert "--reference needs one value per reward" in capsys.readouterr().err
+
+
+def test_ema_by_hand():
+    from parrot_t2i.plots import ema
+
+    # s1 = 1; s2 = 0.5·3 + 0.5·1 = 2; a NaN carries 2 forward; s4 = 0.5·6 + 0.5·2 = 4.
+    assert ema([1.0, 3.0, float("nan"), 6.0], alpha=0.5).tolist() == [1.0, 2.0, 2.0, 4.0]
+    assert ema([float("nan"), 2.0], alpha=0.5)[1] == 2.0  # the first finite value starts the average
