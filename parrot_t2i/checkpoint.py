@@ -67,7 +67,8 @@ def set_rng_state(state: dict, generators: dict[str, torch.Generator]) -> None:
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     for k, g in generators.items():
-        g.set_state(state[f"generator/{k}"])
+        if f"generator/{k}" in state:  # checkpoints from before the `random` objective have no "objective" stream
+            g.set_state(state[f"generator/{k}"])
 
 
 def _generators(run: Run) -> dict[str, torch.Generator]:
