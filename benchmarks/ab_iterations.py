@@ -39,8 +39,12 @@ def small_sd_overrides(folder: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--a", action="append", default=[], metavar="KEY=VALUE", help="overrides of configuration A (repeatable)")
-    parser.add_argument("--b", action="append", default=[], metavar="KEY=VALUE", help="overrides of configuration B (repeatable)")
+    parser.add_argument(
+        "--a", action="append", default=[], metavar="KEY=VALUE", help="overrides of configuration A (repeatable)"
+    )
+    parser.add_argument(
+        "--b", action="append", default=[], metavar="KEY=VALUE", help="overrides of configuration B (repeatable)"
+    )
     parser.add_argument("--model", choices=["default", "small-sd"], default="default")
     parser.add_argument("--iterations", type=int, default=7, help="measured iterations of each, after one warm-up")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ab_iterations.json"))
@@ -48,7 +52,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         base = small_sd_overrides(Path(tmp) / "model") if args.model == "small-sd" else []
-        runs = {name: setup_run(load_config(None, [*base, *over, f"train.output_dir={tmp}/{name}"]), Path(tmp) / name) for name, over in (("A", args.a), ("B", args.b))}
+        runs = {
+            name: setup_run(load_config(None, [*base, *over, f"train.output_dir={tmp}/{name}"]), Path(tmp) / name)
+            for name, over in (("A", args.a), ("B", args.b))
+        }
         stats: dict[str, list[dict]] = {name: [] for name in runs}
         for i in range(args.iterations + 1):
             for name, run in runs.items():
@@ -57,15 +64,30 @@ def main() -> None:
                     stats[name].append(result)
 
     summary = {
-        name: {"overrides": over, "selected_fraction": statistics.mean(s["selected_fraction"] for s in stats[name]), **{f"median_{k}_s": statistics.median(s[f"time/{k}"] for s in stats[name]) for k in PHASES}}
+        name: {
+            "overrides": over,
+            "selected_fraction": statistics.mean(s["selected_fraction"] for s in stats[name]),
+            **{f"median_{k}_s": statistics.median(s[f"time/{k}"] for s in stats[name]) for k in PHASES},
+        }
         for name, over in (("A", args.a), ("B", args.b))
     }
     print(f"{args.model} model, medians of {args.iterations} interleaved iterations after one warm-up")
-    print("| config | overrides | kept fraction | " + " | ".join(f"{k} s" for k in PHASES) + " |\n|---|---|---:|" + "---:|" * len(PHASES))
+    print(
+        "| config | overrides | kept fraction | "
+        + " | ".join(f"{k} s" for k in PHASES)
+        + " |\n|---|---|---:|"
+        + "---:|" * len(PHASES)
+    )
     for name, row in summary.items():
-        print(f"| {name} | {' '.join(row['overrides']) or '(defaults)'} | {row['selected_fraction']:.2f} | " + " | ".join(f"{row[f'median_{k}_s']:.3f}" for k in PHASES) + " |")
+        print(
+            f"| {name} | {' '.join(row['overrides']) or '(defaults)'} | {row['selected_fraction']:.2f} | "
+            + " | ".join(f"{row[f'median_{k}_s']:.3f}" for k in PHASES)
+            + " |"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "iterations": args.iterations, "results": summary}, indent=2) + "\n")
+    Path(args.out).write_text(
+        json.dumps({"model": args.model, "iterations": args.iterations, "results": summary}, indent=2) + "\n"
+    )
     print(f"wrote {args.out}")
 
 

@@ -100,18 +100,36 @@ def worker_sampler(args, which: str) -> dict:
         cond, uncond = policy.encode(prompts), policy.encode_negative().expand(len(prompts))
 
         def run(seed=0):
-            trajectory = sample_trajectory(policy.unet, policy.scheduler, cond, uncond, policy.latent_shape(), args.guidance, args.eta, torch.Generator(device).manual_seed(seed))
+            trajectory = sample_trajectory(
+                policy.unet,
+                policy.scheduler,
+                cond,
+                uncond,
+                policy.latent_shape(),
+                args.guidance,
+                args.eta,
+                torch.Generator(device).manual_seed(seed),
+            )
             with torch.no_grad():
                 return policy.decode(trajectory.latents[:, -1])
     else:
-        pipe = StableDiffusionPipeline.from_pretrained(args.model, safety_checker=None, requires_safety_checker=False).to(device)
+        pipe = StableDiffusionPipeline.from_pretrained(
+            args.model, safety_checker=None, requires_safety_checker=False
+        ).to(device)
         from diffusers import DDIMScheduler
 
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
 
         def run(seed=0):
-            return pipe(prompts, num_inference_steps=args.steps, guidance_scale=args.guidance, eta=args.eta, output_type="pt", generator=torch.Generator(device).manual_seed(seed)).images
+            return pipe(
+                prompts,
+                num_inference_steps=args.steps,
+                guidance_scale=args.guidance,
+                eta=args.eta,
+                output_type="pt",
+                generator=torch.Generator(device).manual_seed(seed),
+            ).images
 
     times = _timed(run, args.repeats)
     images = run(seed=123).float().cpu()
@@ -149,7 +167,11 @@ def worker_ours(args, objective: str, selection: str = "group") -> dict:
     from parrot_t2i.config import load_config
     from parrot_t2i.trainer import setup_run, train_iteration
 
-    overrides = [*rl_overrides(args.model, objective, selection, args), f"train.output_dir={Path(args.work) / (objective + selection)}", *args.ours_set]
+    overrides = [
+        *rl_overrides(args.model, objective, selection, args),
+        f"train.output_dir={Path(args.work) / (objective + selection)}",
+        *args.ours_set,
+    ]
     run = setup_run(load_config(None, overrides), Path(args.work) / (objective + selection))
     fractions, phases = [], []
 
@@ -222,16 +244,31 @@ def build_model(scale: str, path: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", choices=["tiny", "small", "sd15"], default="small", help="small: latents 4×16×16 (CPU); sd15: SD 1.5 size (GPU)")
-    parser.add_argument("--images", type=int, default=SETTINGS.images, help="images per iteration (a multiple of --group)")
+    parser.add_argument(
+        "--scale",
+        choices=["tiny", "small", "sd15"],
+        default="small",
+        help="small: latents 4×16×16 (CPU); sd15: SD 1.5 size (GPU)",
+    )
+    parser.add_argument(
+        "--images", type=int, default=SETTINGS.images, help="images per iteration (a multiple of --group)"
+    )
     parser.add_argument("--group", type=int, default=SETTINGS.group, help="images per prompt: Parrot's selection group")
     parser.add_argument("--steps", type=int, default=SETTINGS.steps)
     parser.add_argument("--guidance", type=float, default=SETTINGS.guidance)
     parser.add_argument("--eta", type=float, default=SETTINGS.eta)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--python", default=sys.executable, help="interpreter for the workers (one with trl==0.19.1 for the TRL row)")
+    parser.add_argument(
+        "--python", default=sys.executable, help="interpreter for the workers (one with trl==0.19.1 for the TRL row)"
+    )
     parser.add_argument("--only", nargs="+", choices=CONTENDERS, default=CONTENDERS)
-    parser.add_argument("--ours-set", action="append", default=[], metavar="KEY=VALUE", help="config override for our RL rows, e.g. model.channels_last=false (repeatable)")
+    parser.add_argument(
+        "--ours-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for our RL rows, e.g. model.channels_last=false (repeatable)",
+    )
     parser.add_argument("--out", help="JSON path (default: benchmarks/results/bench_rl_{cpu,gpu}.json)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -255,10 +292,30 @@ def main() -> None:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = build_model(args.scale, Path(tmp) / "model")
-        common = [*(f"--ours-set={o}" for o in args.ours_set), "--images", str(args.images), "--group", str(args.group), "--steps", str(args.steps), "--guidance", str(args.guidance), "--eta", str(args.eta), "--repeats", str(args.repeats), "--model", str(model), "--work", tmp]
+        common = [
+            *(f"--ours-set={o}" for o in args.ours_set),
+            "--images",
+            str(args.images),
+            "--group",
+            str(args.group),
+            "--steps",
+            str(args.steps),
+            "--guidance",
+            str(args.guidance),
+            "--eta",
+            str(args.eta),
+            "--repeats",
+            str(args.repeats),
+            "--model",
+            str(model),
+            "--work",
+            tmp,
+        ]
         for name in args.only:
             print(f"measuring {name} ...", flush=True)
-            proc = subprocess.run([args.python, __file__, "--worker", name, *common], capture_output=True, text=True, check=False)
+            proc = subprocess.run(
+                [args.python, __file__, "--worker", name, *common], capture_output=True, text=True, check=False
+            )
             if proc.returncode != 0:
                 reason = (proc.stderr.strip().splitlines() or ["failed"])[-1]
                 print(f"  {name} did not run: {reason}")
@@ -267,7 +324,9 @@ def main() -> None:
             results[name] = json.loads(Path(tmp, f"{name}.json").read_text())
         versions = subprocess.run([args.python, "-c", VERSIONS], capture_output=True, text=True, check=False)
         same_images = None
-        if {"sampler_ours", "sampler_diffusers"} <= results.keys() and all("error" not in results[k] for k in ("sampler_ours", "sampler_diffusers")):
+        if {"sampler_ours", "sampler_diffusers"} <= results.keys() and all(
+            "error" not in results[k] for k in ("sampler_ours", "sampler_diffusers")
+        ):
             import torch
 
             ours, theirs = torch.load(Path(tmp) / "images_ours.pt"), torch.load(Path(tmp) / "images_diffusers.pt")
@@ -289,17 +348,27 @@ def main() -> None:
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
-    print(f"\n{args.scale} model, {args.images} images/iteration ({args.group} per prompt), {args.steps} DDIM steps, CFG {args.guidance}, eta {args.eta}; median of {args.repeats}; {device}")
+    print(
+        f"\n{args.scale} model, {args.images} images/iteration ({args.group} per prompt), {args.steps} DDIM steps, CFG {args.guidance}, eta {args.eta}; median of {args.repeats}; {device}"
+    )
     gpu = torch.cuda.is_available()
-    print(f"| contender | median s | all s | peak {'GPU' if gpu else 'RSS'} MB | trained fraction | sample s | update s |\n|---|---:|---|---:|---:|---:|---:|")
+    print(
+        f"| contender | median s | all s | peak {'GPU' if gpu else 'RSS'} MB | trained fraction | sample s | update s |\n|---|---:|---|---:|---:|---:|---:|"
+    )
     for name in args.only:
         r = results[name]
         if "error" in r:
             print(f"| {name} | — | did not run: {r['error'][:80]} | — | — | | |")
             continue
         fraction = f"{statistics.mean(r['trained_fraction']):.2f}" if r.get("trained_fraction") else ""
-        phases = [f"{statistics.median(p[k] for p in r['phases']):.3f}" for k in ("sample", "update")] if r.get("phases") else ["", ""]
-        print(f"| {name} | {median(name):.3f} | {', '.join(f'{s:.3f}' for s in r['seconds'])} | {r['peak_gpu_mb' if gpu else 'peak_rss_mb']:.0f} | {fraction} | {' | '.join(phases)} |")
+        phases = (
+            [f"{statistics.median(p[k] for p in r['phases']):.3f}" for k in ("sample", "update")]
+            if r.get("phases")
+            else ["", ""]
+        )
+        print(
+            f"| {name} | {median(name):.3f} | {', '.join(f'{s:.3f}' for s in r['seconds'])} | {r['peak_gpu_mb' if gpu else 'peak_rss_mb']:.0f} | {fraction} | {' | '.join(phases)} |"
+        )
     print("\n| ratio | measured | target |\n|---|---:|---:|")
     for label, (value, target) in ratios.items():
         print(f"| {label} | {'—' if value is None else f'{value:.3f}'} | ≤ {target} |")
@@ -308,7 +377,9 @@ def main() -> None:
     out = Path(args.out) if args.out else RESULTS / f"bench_rl_{'gpu' if torch.cuda.is_available() else 'cpu'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "settings": {k: getattr(args, k) for k in ("scale", "images", "group", "steps", "guidance", "eta", "repeats", "ours_set")},
+        "settings": {
+            k: getattr(args, k) for k in ("scale", "images", "group", "steps", "guidance", "eta", "repeats", "ours_set")
+        },
         "rewards": REWARDS,
         "device": device,
         "versions": json.loads(versions.stdout) if versions.returncode == 0 else None,

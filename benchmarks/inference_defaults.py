@@ -28,6 +28,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from provenance import code_version
 
 from parrot_t2i.config import load_config
 from parrot_t2i.evaluate import evaluate, inference_from_config
@@ -39,7 +40,6 @@ from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.rewards import build_reward
 from parrot_t2i.runs import open_run, run_expander, run_policy
 from parrot_t2i.t2i import T2IPolicy
-from provenance import code_version
 
 CHECKED = ("shape", "colour", "background")
 GRID = [  # (label, changes to the defaults' inference)
@@ -75,33 +75,66 @@ def main() -> None:
     checker = AttributeChecker.from_pretrained(weights_path("checker")).eval()
     prompts = read_prompt_file("builtin:mini-heldout", "held-out prompts")
     settings = [
-        ("plain (--no-expand --no-original-guidance)", replace(defaults, expander=None, original_guidance=False, guidance_rescale=0.0)),
-        (f"defaults (w1 {defaults.w1}, w2 {defaults.w2}, rescale {defaults.guidance_rescale}, expand {defaults.expander is not None})", defaults),
+        (
+            "plain (--no-expand --no-original-guidance)",
+            replace(defaults, expander=None, original_guidance=False, guidance_rescale=0.0),
+        ),
+        (
+            f"defaults (w1 {defaults.w1}, w2 {defaults.w2}, rescale {defaults.guidance_rescale}, expand {defaults.expander is not None})",
+            defaults,
+        ),
         *[(label, replace(defaults, **changes)) for label, changes in GRID],
     ]
     rows = []
     for label, inference in settings:
-        result = evaluate(policy, rewards, names, prompts, images_per_prompt=args.images_per_prompt, inference=inference, batch_size=40, desc=label)
+        result = evaluate(
+            policy,
+            rewards,
+            names,
+            prompts,
+            images_per_prompt=args.images_per_prompt,
+            inference=inference,
+            batch_size=40,
+            desc=label,
+        )
         predicted = checker.predict(result.images)
-        accuracy = {a: sum(p == parse_prompt(q).get(a) for p, q in zip(predicted[a], result.prompts)) / len(result.prompts) for a in CHECKED}
+        accuracy = {
+            a: sum(p == parse_prompt(q).get(a) for p, q in zip(predicted[a], result.prompts)) / len(result.prompts)
+            for a in CHECKED
+        }
         rows.append({"setting": label, **accuracy, **result.means()})
         print(f"{label}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1].items() if k != "setting"), flush=True)
     columns = [*CHECKED, *names, "average"]
     print("\n| setting | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns))
     for row in rows:
         print(f"| {row['setting']} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
-    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"inference_defaults{'_' + Path(args.run).name if args.run else ''}.json"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(__file__).parent
+        / "results"
+        / f"inference_defaults{'_' + Path(args.run).name if args.run else ''}.json"
+    )
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({
-        "code_version": code_version(),
-        "model": args.run or "builtin:mini + builtin:mini PEN",
-        "prompts": len(prompts),
-        "images_per_prompt": args.images_per_prompt,
-        "seed": args.seed,
-        "rows": rows,
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()},
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "code_version": code_version(),
+                "model": args.run or "builtin:mini + builtin:mini PEN",
+                "prompts": len(prompts),
+                "images_per_prompt": args.images_per_prompt,
+                "seed": args.seed,
+                "rows": rows,
+                "wall_seconds": round(time.perf_counter() - started, 1),
+                "machine": {
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                },
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

@@ -68,18 +68,34 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["default", "tiny"])
     parser.add_argument("--iterations", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override for every preset (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every preset (repeatable)",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "iteration_time.json"))
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    results = [measure(None if p == "default" else p, args.iterations, args.warmup, args.overrides) for p in args.presets]
+    results = [
+        measure(None if p == "default" else p, args.iterations, args.warmup, args.overrides) for p in args.presets
+    ]
     print(f"medians of {args.iterations} iterations after {args.warmup} warm-up; overrides: {args.overrides or 'none'}")
     print("| preset | images | steps | trained | " + " | ".join(f"{k} s" for k in PHASES) + " |")
     print("|---|---:|---:|---:|" + "---:|" * len(PHASES))
     for r in results:
         cells = " | ".join(f"{r['mean_log_s' if k == 'log' else f'median_{k}_s']:.3f}" for k in PHASES)
-        print(f"| {r['preset']} | {r['images_per_iteration']} | {r['num_inference_steps']} | {r['median_selected_fraction']:.2f} | {cells} |")
-    machine = {"cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(), "platform": platform.platform()}
+        print(
+            f"| {r['preset']} | {r['images_per_iteration']} | {r['num_inference_steps']} | {r['median_selected_fraction']:.2f} | {cells} |"
+        )
+    machine = {
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
     print(f"wrote {args.out}")

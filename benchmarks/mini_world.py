@@ -61,10 +61,18 @@ def checker_accuracy(checker: AttributeChecker, n: int = 1024, seed: int = 99) -
     return {name: sum(p == getattr(s, name) for p, s in zip(values, scenes)) / n for name, values in predicted.items()}
 
 
-def prompt_following(policy: T2IPolicy, checker: AttributeChecker, prompts: list[str], per_prompt: int, prefix: str) -> tuple[dict[str, float], torch.Tensor, list[str]]:
+def prompt_following(
+    policy: T2IPolicy, checker: AttributeChecker, prompts: list[str], per_prompt: int, prefix: str
+) -> tuple[dict[str, float], torch.Tensor, list[str]]:
     originals = [p for p in prompts for _ in range(per_prompt)]
     sample = load_config(None).sample  # the default job's guidance and steps
-    images = generate(policy, [f"{prefix} {p}".strip() for p in originals], seed=0, num_inference_steps=sample.num_inference_steps, guidance_scale=sample.guidance_scale)
+    images = generate(
+        policy,
+        [f"{prefix} {p}".strip() for p in originals],
+        seed=0,
+        num_inference_steps=sample.num_inference_steps,
+        guidance_scale=sample.guidance_scale,
+    )
     predicted = checker.predict(images)
     accuracy = {}
     for name in TARGETS:
@@ -126,14 +134,23 @@ def main() -> None:
     checker = AttributeChecker.from_pretrained(weights_path("checker")).eval()
     policy = T2IPolicy.from_pretrained("builtin:mini")
     held_out = read_prompt_file("builtin:mini-heldout", "held-out prompts")
-    result: dict = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}}
+    result: dict = {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+        }
+    }
 
     result["checker_accuracy_on_procedural_images"] = checker_accuracy(checker)
     print("1. attribute checker on 1024 fresh procedural images")
     for name, acc in result["checker_accuracy_on_procedural_images"].items():
         print(f"   {name:>10}: {acc:.3f}")
 
-    print(f"2. base-model prompt following, {len(held_out)} held-out prompts × {args.images_per_prompt} images (checker)")
+    print(
+        f"2. base-model prompt following, {len(held_out)} held-out prompts × {args.images_per_prompt} images (checker)"
+    )
     print(f"   {'conditioning':>22} | " + " | ".join(f"{n} (≥{t:.0%})" for n, t in TARGETS.items()))
     following = {}
     for label, prefix in [("plain prompt", ""), ("all identifiers", " ".join(identifier_strings(len(REWARDS))))]:
@@ -147,8 +164,12 @@ def main() -> None:
 
     result["alignment_retrieval_top1_among_8"] = retrieval_top1()
     result["alignment_retrieval_top1_among_8_one_attribute_changed"] = retrieval_top1(hard=True)
-    print(f"3. alignment reward, caption retrieval top-1 among 8 (≥ 0.90): {result['alignment_retrieval_top1_among_8']:.3f}")
-    print(f"   harder: the 7 distractors differ from the true caption in one attribute: {result['alignment_retrieval_top1_among_8_one_attribute_changed']:.3f}")
+    print(
+        f"3. alignment reward, caption retrieval top-1 among 8 (≥ 0.90): {result['alignment_retrieval_top1_among_8']:.3f}"
+    )
+    print(
+        f"   harder: the 7 distractors differ from the true caption in one attribute: {result['alignment_retrieval_top1_among_8_one_attribute_changed']:.3f}"
+    )
 
     scores = score([build_reward(name) for name in REWARDS], base_images, base_prompts)
     groups = torch.arange(len(base_prompts)) // args.images_per_prompt
@@ -158,14 +179,21 @@ def main() -> None:
     print("4. rewards on base-model samples: means, and Spearman correlations")
     print("   " + " " * 16 + "".join(f"{n.removeprefix('mini_'):>12}" for n in REWARDS))
     for a in REWARDS:
-        print(f"   {a.removeprefix('mini_'):>16}" + "".join(f"{result['base_reward_spearman'][a][b]:>12.3f}" for b in REWARDS))
+        print(
+            f"   {a.removeprefix('mini_'):>16}"
+            + "".join(f"{result['base_reward_spearman'][a][b]:>12.3f}" for b in REWARDS)
+        )
     print("   means: " + ", ".join(f"{n}={v:.3f}" for n, v in result["base_reward_means"].items()))
-    print(f"   non-dominated within each prompt's {args.images_per_prompt} images: {result['base_non_dominated_fraction_per_prompt_group']:.2f}")
+    print(
+        f"   non-dominated within each prompt's {args.images_per_prompt} images: {result['base_non_dominated_fraction_per_prompt_group']:.2f}"
+    )
 
     if not args.skip_train or args.run:
         train = default_train_run(args.run)
         result["default_train"] = train
-        print(f"5. default `parrot train`: {train['iterations']} iterations, wall time {train['wall_time_s'] / 60:.1f} min (inside the run)")
+        print(
+            f"5. default `parrot train`: {train['iterations']} iterations, wall time {train['wall_time_s'] / 60:.1f} min (inside the run)"
+        )
         print("   | reward | before | after | change |")
         for name, before in train["before"].items():
             print(f"   | {name} | {before:.4f} | {train['after'][name]:.4f} | {train['after'][name] - before:+.4f} |")

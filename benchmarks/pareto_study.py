@@ -54,6 +54,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
+from provenance import code_version
 
 from parrot_t2i.config import load_config
 from parrot_t2i.evaluate import Inference, evaluate, inference_from_config
@@ -67,7 +68,6 @@ from parrot_t2i.runs import open_run, run_policy
 from parrot_t2i.stats import mean_ci
 from parrot_t2i.t2i import T2IPolicy
 from parrot_t2i.trainer import train
-from provenance import code_version
 
 RESULTS = Path(__file__).parent / "results"
 PARETO_Z = ["objective.name=weighted_sum", "objective.pareto_filter=true", "objective.reward_normalization=group"]
@@ -78,10 +78,25 @@ ROWS = [
     ("base_plain", "base, plain prompt", "base", None),
     ("base", "base + identifiers", "base", None),
     ("random", "random weights (control)", "control", ["objective.name=random"]),
-    ("ws_group_z", "weighted sum, group z (Flow-GRPO)", "scalarisation", ["objective.name=weighted_sum", "objective.reward_normalization=group"]),
+    (
+        "ws_group_z",
+        "weighted sum, group z (Flow-GRPO)",
+        "scalarisation",
+        ["objective.name=weighted_sum", "objective.reward_normalization=group"],
+    ),
     ("pareto_z", "Pareto filter + group z", "pareto", PARETO_Z),
-    ("dpok_raw", "DPOK weighted sum, raw", "scalarisation", ["objective.name=weighted_sum", "objective.reward_normalization=none", *ALGORITHM_1]),
-    ("parrot_raw", "Parrot Eq. 4, raw (Algorithm 1)", "pareto", ["objective.name=parrot", "objective.reward_normalization=none", "objective.selection=global", *ALGORITHM_1]),
+    (
+        "dpok_raw",
+        "DPOK weighted sum, raw",
+        "scalarisation",
+        ["objective.name=weighted_sum", "objective.reward_normalization=none", *ALGORITHM_1],
+    ),
+    (
+        "parrot_raw",
+        "Parrot Eq. 4, raw (Algorithm 1)",
+        "pareto",
+        ["objective.name=parrot", "objective.reward_normalization=none", "objective.selection=global", *ALGORITHM_1],
+    ),
     ("gdpo", "normalise-then-sum (GDPO)", "scalarisation", ["objective.name=normalize_then_sum"]),
     ("front_rank", "front rank + crowding", "pareto", ["objective.name=front_rank"]),
     ("dominance", "dominance count", "pareto", ["objective.name=dominance_count"]),
@@ -89,9 +104,24 @@ ROWS = [
     # Drift control (issue 15, item 4) on the Pareto filter + group z row: each changes one thing.
     ("pareto_z_kl1", "Pareto filter + group z, KL β = 1", "pareto", [*PARETO_Z, "train.kl_coef=1.0"]),
     ("pareto_z_kl10", "Pareto filter + group z, KL β = 10", "pareto", [*PARETO_Z, "train.kl_coef=10.0"]),
-    ("pareto_z_ppo", "Pareto filter + group z, PPO clip 0.1 × 2 epochs", "pareto", [*PARETO_Z, "train.clip_range=0.1", "train.num_inner_epochs=2"]),
-    ("ws_group_z_kl10", "weighted sum, group z, KL β = 10", "scalarisation", ["objective.name=weighted_sum", "objective.reward_normalization=group", "train.kl_coef=10.0"]),
-    ("parrot_z", "Parrot Eq. 4, group z (old default)", "pareto", ["objective.name=parrot", "objective.reward_normalization=group"]),
+    (
+        "pareto_z_ppo",
+        "Pareto filter + group z, PPO clip 0.1 × 2 epochs",
+        "pareto",
+        [*PARETO_Z, "train.clip_range=0.1", "train.num_inner_epochs=2"],
+    ),
+    (
+        "ws_group_z_kl10",
+        "weighted sum, group z, KL β = 10",
+        "scalarisation",
+        ["objective.name=weighted_sum", "objective.reward_normalization=group", "train.kl_coef=10.0"],
+    ),
+    (
+        "parrot_z",
+        "Parrot Eq. 4, group z (old default)",
+        "pareto",
+        ["objective.name=parrot", "objective.reward_normalization=group"],
+    ),
 ]
 CHECKED = ("shape", "colour", "background")
 REFERENCE_QUANTILE = 0.10
@@ -113,14 +143,30 @@ def train_row(out: Path, overrides: list[str], common: list[str]) -> dict:
     }
 
 
-def evaluate_row(cache: Path, policy: T2IPolicy, rewards, names, prompts, inference: Inference, images_per_prompt: int, checker: AttributeChecker) -> dict:
+def evaluate_row(
+    cache: Path,
+    policy: T2IPolicy,
+    rewards,
+    names,
+    prompts,
+    inference: Inference,
+    images_per_prompt: int,
+    checker: AttributeChecker,
+) -> dict:
     """Per-image rewards and checker hits on the held-out prompts, cached in ``cache``."""
     if cache.is_file():
         return json.loads(cache.read_text())
-    result = evaluate(policy, rewards, names, prompts, images_per_prompt=images_per_prompt, inference=inference, batch_size=32)
+    result = evaluate(
+        policy, rewards, names, prompts, images_per_prompt=images_per_prompt, inference=inference, batch_size=32
+    )
     predicted = checker.predict(result.images)
     hits = {a: [p == parse_prompt(prompt).get(a) for p, prompt in zip(predicted[a], result.prompts)] for a in CHECKED}
-    record = {"prompts": result.prompts, "scores": result.scores.tolist(), "checker": hits, "code_version": code_version()}
+    record = {
+        "prompts": result.prompts,
+        "scores": result.scores.tolist(),
+        "checker": hits,
+        "code_version": code_version(),
+    }
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(record))
     return record
@@ -134,14 +180,20 @@ def interval(values: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--rows", nargs="+", default=[key for key, *_ in ROWS], help="row keys, in the order to run them")
+    parser.add_argument(
+        "--rows", nargs="+", default=[key for key, *_ in ROWS], help="row keys, in the order to run them"
+    )
     parser.add_argument("--iterations", type=int, default=10)
     # 10 iterations at 1e-3 move the model about as far as the default job's 50 at 5e-4, measurably
     # (issue 15: random weights alone cost alignment −0.16 / −0.07 at this budget).
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--train-steps", type=int, default=10, help="DDIM steps while training (evaluation uses --eval-steps)")
+    parser.add_argument(
+        "--train-steps", type=int, default=10, help="DDIM steps while training (evaluation uses --eval-steps)"
+    )
     parser.add_argument("--eval-steps", type=int, default=20)
-    parser.add_argument("--timestep-fraction", type=float, default=0.5, help="share of the training steps each sample's update covers")
+    parser.add_argument(
+        "--timestep-fraction", type=float, default=0.5, help="share of the training steps each sample's update covers"
+    )
     parser.add_argument("--images-per-prompt", type=int, default=4)
     parser.add_argument("--eval-prompts", type=int, default=30, help="the first N held-out prompts (30: all)")
     parser.add_argument("--work-dir", default="runs/pareto_study")
@@ -158,14 +210,33 @@ def main() -> None:
     rewards = [build_reward(spec) for spec in defaults.rewards]
     checker = AttributeChecker.from_pretrained(weights_path("checker")).eval()
     work = Path(args.work_dir)
-    budget = [f"train.num_iterations={args.iterations}", f"train.learning_rate={args.learning_rate}", f"sample.num_inference_steps={args.train_steps}", f"train.timestep_fraction={args.timestep_fraction}"]
-    common = ["pen.pretrained=null", "train.pen=false", "prompts.identifiers=true", "eval.file=null", "train.log_images_every=0", "train.checkpoint_every=0", *budget]
+    budget = [
+        f"train.num_iterations={args.iterations}",
+        f"train.learning_rate={args.learning_rate}",
+        f"sample.num_inference_steps={args.train_steps}",
+        f"train.timestep_fraction={args.timestep_fraction}",
+    ]
+    common = [
+        "pen.pretrained=null",
+        "train.pen=false",
+        "prompts.identifiers=true",
+        "eval.file=null",
+        "train.log_images_every=0",
+        "train.checkpoint_every=0",
+        *budget,
+    ]
 
     evals: dict[str, dict[int, dict]] = {key: {} for key, *_ in rows}
     costs: dict[str, dict[int, dict]] = {key: {} for key, *_ in rows}
     for seed in args.seeds:
-        for key, label, family, overrides in rows:
-            plain = dict(original_guidance=False, guidance_scale=5.0, guidance_rescale=0.0, num_inference_steps=args.eval_steps, seed=1234 + seed)  # the protocol, pinned
+        for key, label, _, overrides in rows:
+            plain = dict(
+                original_guidance=False,
+                guidance_scale=5.0,
+                guidance_rescale=0.0,
+                num_inference_steps=args.eval_steps,
+                seed=1234 + seed,
+            )  # the protocol, pinned
             inference = replace(inference_from_config(defaults, None, trained_identifiers=key != "base_plain"), **plain)
             out = work / f"seed{seed}" / key
             if overrides is None:
@@ -174,7 +245,9 @@ def main() -> None:
                 print(f"seed {seed}: training {label}", flush=True)
                 costs[key][seed] = train_row(out, overrides, [*common, f"train.seed={seed}"])
                 policy = run_policy(*open_run(out))
-            evals[key][seed] = evaluate_row(out / "eval.json", policy, rewards, names, prompts, inference, args.images_per_prompt, checker)
+            evals[key][seed] = evaluate_row(
+                out / "eval.json", policy, rewards, names, prompts, inference, args.images_per_prompt, checker
+            )
         write_results(args, rows, evals, costs, names, started)
 
 
@@ -196,25 +269,51 @@ def write_results(args, rows, evals, costs, names, started) -> None:
                 per_seed[name].append(float(means[k]))
             per_seed["average"].append(float(means.mean()))
             per_seed["hv_per_prompt"].append(per_prompt_hypervolume(scores, evals[key][s]["prompts"], reference))
-            per_seed["hv_pooled_origin"].append(hypervolume(scores, np.zeros(len(names))))  # Table 1's old measure, for comparison
+            per_seed["hv_pooled_origin"].append(
+                hypervolume(scores, np.zeros(len(names)))
+            )  # Table 1's old measure, for comparison
             per_seed["worst_change"].append(float((means - base.mean(0)).min()))
             for a in CHECKED:
                 per_seed[a].append(float(np.mean(evals[key][s]["checker"][a])))
         entry = {"label": label, "family": family, "seeds": done, **{c: interval(v) for c, v in per_seed.items()}}
         if costs.get(key):
-            entry["cost"] = {c: float(np.mean([costs[key][s][c] for s in costs[key]])) for c in ("iteration_s", "backward_fraction", "wall_time_s")}
+            entry["cost"] = {
+                c: float(np.mean([costs[key][s][c] for s in costs[key]]))
+                for c in ("iteration_s", "backward_fraction", "wall_time_s")
+            }
             entry["code_versions"] = sorted({costs[key][s]["code_version"] for s in costs[key]})
         table[key] = entry
     comparison = compare(table)
     result = {
         "code_version": code_version(),
-        "budget": {"iterations": args.iterations, "images_per_iteration": 32, "learning_rate": args.learning_rate, "train_steps": args.train_steps, "timestep_fraction": args.timestep_fraction, "trained": "T2I cross-attention only, identifiers on, no PEN"},
-        "eval": {"prompts": args.eval_prompts, "images_per_prompt": args.images_per_prompt, "steps": args.eval_steps, "noise_seed": "1234 + training seed", "inference": "all identifiers, CFG 5, no expansion (base_plain: no identifiers)"},
-        "hypervolume_reference": {"quantile": REFERENCE_QUANTILE, "of": "each reward over the base + identifiers images, pooled over seeds", "point": dict(zip(names, reference.tolist()))},
+        "budget": {
+            "iterations": args.iterations,
+            "images_per_iteration": 32,
+            "learning_rate": args.learning_rate,
+            "train_steps": args.train_steps,
+            "timestep_fraction": args.timestep_fraction,
+            "trained": "T2I cross-attention only, identifiers on, no PEN",
+        },
+        "eval": {
+            "prompts": args.eval_prompts,
+            "images_per_prompt": args.images_per_prompt,
+            "steps": args.eval_steps,
+            "noise_seed": "1234 + training seed",
+            "inference": "all identifiers, CFG 5, no expansion (base_plain: no identifiers)",
+        },
+        "hypervolume_reference": {
+            "quantile": REFERENCE_QUANTILE,
+            "of": "each reward over the base + identifiers images, pooled over seeds",
+            "point": dict(zip(names, reference.tolist())),
+        },
         "table": table,
         "comparison": comparison,
         "wall_seconds_this_invocation": round(time.perf_counter() - started, 1),
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -237,11 +336,17 @@ def compare(table: dict) -> dict:
     shared = [seed for seed in p["seeds"] if seed in s["seeds"]]
     diffs, overlap = {}, {}
     for c in ("average", "hv_per_prompt", "hv_pooled_origin", "worst_change", *CHECKED):
-        pick = lambda row: [row[c]["per_seed"][row["seeds"].index(seed)] for seed in shared]
+        pick = lambda row, c=c: [row[c]["per_seed"][row["seeds"].index(seed)] for seed in shared]
         diffs[c] = interval([a - b for a, b in zip(pick(p), pick(s))])
         (pm, ph), (sm, sh) = (mean_ci(pick(row)) for row in (p, s))
         overlap[c] = bool(abs(pm - sm) <= ph + sh) if np.isfinite(ph + sh) else None  # the two rows' own 95% intervals
-    return {"best_pareto": best["pareto"], "best_scalarisation": best["scalarisation"], "seeds": shared, "pareto_minus_scalarisation": diffs, "intervals_overlap": overlap}
+    return {
+        "best_pareto": best["pareto"],
+        "best_scalarisation": best["scalarisation"],
+        "seeds": shared,
+        "pareto_minus_scalarisation": diffs,
+        "intervals_overlap": overlap,
+    }
 
 
 def print_table(table: dict, names: list[str], comparison: dict) -> None:
@@ -250,10 +355,17 @@ def print_table(table: dict, names: list[str], comparison: dict) -> None:
     for entry in table.values():
         cost = entry.get("cost", {})
         cells = [f"{entry[c]['mean']:.4f} ± {entry[c]['ci95']:.4f}" for c in columns]
-        print(f"| {entry['label']} | " + " | ".join(cells) + f" | {cost.get('backward_fraction', float('nan')):.2f} | {cost.get('iteration_s', float('nan')):.1f} | {len(entry['seeds'])} |")
+        print(
+            f"| {entry['label']} | "
+            + " | ".join(cells)
+            + f" | {cost.get('backward_fraction', float('nan')):.2f} | {cost.get('iteration_s', float('nan')):.1f} | {len(entry['seeds'])} |"
+        )
     if comparison:
         d = comparison["pareto_minus_scalarisation"]
-        print(f"\nbest Pareto ({comparison['best_pareto']}) − best scalarisation ({comparison['best_scalarisation']}), paired over seeds {comparison['seeds']}: " + ", ".join(f"{c} {v['mean']:+.4f} ± {v['ci95']:.4f}" for c, v in d.items()))
+        print(
+            f"\nbest Pareto ({comparison['best_pareto']}) − best scalarisation ({comparison['best_scalarisation']}), paired over seeds {comparison['seeds']}: "
+            + ", ".join(f"{c} {v['mean']:+.4f} ± {v['ci95']:.4f}" for c, v in d.items())
+        )
 
 
 def plot(table: dict, path: Path) -> None:
@@ -263,7 +375,12 @@ def plot(table: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("average", "average of the four rewards"), ("hv_per_prompt", "per-prompt hypervolume"), ("worst_change", "worst per-reward change vs base + ids"), ("colour", "checker: colour accuracy")]
+    panels = [
+        ("average", "average of the four rewards"),
+        ("hv_per_prompt", "per-prompt hypervolume"),
+        ("worst_change", "worst per-reward change vs base + ids"),
+        ("colour", "checker: colour accuracy"),
+    ]
     colours = {"base": "0.4", "control": "tab:gray", "scalarisation": "tab:blue", "pareto": "tab:red"}
     entries = list(table.values())
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.35 * len(entries) + 1.6), sharey=True)
@@ -277,7 +394,9 @@ def plot(table: dict, path: Path) -> None:
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(entries)), [e["label"] for e in entries])
     axes[0].invert_yaxis()
-    fig.suptitle("Objectives on the mini world: mean ± 95% interval over seeds (dashed: base + identifiers)", fontsize=11)
+    fig.suptitle(
+        "Objectives on the mini world: mean ± 95% interval over seeds (dashed: base + identifiers)", fontsize=11
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

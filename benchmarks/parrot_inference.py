@@ -57,9 +57,16 @@ def main() -> None:
     run_dir, train_seconds = args.run, None
     if run_dir is None:
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "parrot_t2i.cli", "train", "--output-dir", "runs/bench-parrot"], check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "parrot_t2i.cli", "train", "--output-dir", "runs/bench-parrot"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         train_seconds = time.perf_counter() - started
-        run_dir = next(line.removeprefix("run folder: ") for line in out.splitlines() if line.startswith("run folder: "))
+        run_dir = next(
+            line.removeprefix("run folder: ") for line in out.splitlines() if line.startswith("run folder: ")
+        )
     config, checkpoint = open_run(run_dir)
     policy, expander = run_policy(config, checkpoint), run_expander(config, checkpoint)
     names = [spec.name for spec in config.rewards]
@@ -70,13 +77,19 @@ def main() -> None:
     n = args.images_per_prompt
 
     def run(label: str, inference) -> torch.Tensor:
-        return evaluate(policy, rewards, names, prompts, images_per_prompt=n, inference=inference, batch_size=32, desc=label).scores
+        return evaluate(
+            policy, rewards, names, prompts, images_per_prompt=n, inference=inference, batch_size=32, desc=label
+        ).scores
 
     started = time.perf_counter()
     print(f"run: {checkpoint}\n{len(prompts)} held-out prompts × {n} images, same noise and expansions in every row\n")
 
     # 1. identifier steering
-    settings = {"all": strings, **{f"<reward {k}> only": [strings[k - 1]] for k in range(1, len(names) + 1)}, "none": []}
+    settings = {
+        "all": strings,
+        **{f"<reward {k}> only": [strings[k - 1]] for k in range(1, len(names) + 1)},
+        "none": [],
+    }
     steering = {label: run(label, replace(default, identifiers=ids)) for label, ids in settings.items()}
     print(f"1. identifiers at inference (expansion + Eq. 5 guidance, w1 = {default.w1:g}, w2 = {default.w2:g})")
     print("| identifiers | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names))
@@ -88,8 +101,16 @@ def main() -> None:
         others = torch.stack([steering[f"<reward {j + 1}> only"][:, k] for j in range(len(names)) if j != k]).mean(0)
         mean, se = paired(own, steering["all"][:, k])
         specific, specific_se = paired(own, others)
-        gains[name] = {"gain": mean, "standard_error": se, "raised": mean > 0, "over_other_single_identifiers": specific, "over_other_standard_error": specific_se}
-    print("\nreward k with <reward k> only, minus with all identifiers / minus with another single identifier (paired):")
+        gains[name] = {
+            "gain": mean,
+            "standard_error": se,
+            "raised": mean > 0,
+            "over_other_single_identifiers": specific,
+            "over_other_standard_error": specific_se,
+        }
+    print(
+        "\nreward k with <reward k> only, minus with all identifiers / minus with another single identifier (paired):"
+    )
     for name, g in gains.items():
         print(
             f"   {name:>16}: {g['gain']:+.4f} ± {g['standard_error']:.4f} ({'raised' if g['raised'] else 'NOT raised'})"
@@ -98,6 +119,7 @@ def main() -> None:
 
     # 2. guidance
     align = names.index("mini_alignment") if "mini_alignment" in names else None
+
     def eq5(w: float):
         return replace(default, w1=w, w2=w)
 
@@ -112,7 +134,10 @@ def main() -> None:
         "no expansion, CFG w = 5": cfg(5.0, expander=None),
     }
     reuse = "all" if (default.w1, default.w2) == (2.5, 2.5) else None  # the steering table's first row
-    guidance = {label: steering[reuse] if reuse and label == "Eq. 5, w1 = w2 = 2.5" else run(label, inference) for label, inference in variants.items()}
+    guidance = {
+        label: steering[reuse] if reuse and label == "Eq. 5, w1 = w2 = 2.5" else run(label, inference)
+        for label, inference in variants.items()
+    }
     print("\n2. guidance (all identifiers)")
     print("| guidance | " + " | ".join(names) + " | average |\n|---|" + "---:|" * (len(names) + 1))
     for label, scores in guidance.items():
@@ -121,7 +146,10 @@ def main() -> None:
     alignment_gain = {}
     if align is not None:
         print("\nalignment to the original prompt, Eq. 5 minus expansion-only CFG of the same total strength (paired):")
-        for ours, theirs in [("Eq. 5, w1 = w2 = 2.5", "expansion only, CFG w = 5"), ("Eq. 5, w1 = w2 = 5 (paper)", "expansion only, CFG w = 10")]:
+        for ours, theirs in [
+            ("Eq. 5, w1 = w2 = 2.5", "expansion only, CFG w = 5"),
+            ("Eq. 5, w1 = w2 = 5 (paper)", "expansion only, CFG w = 10"),
+        ]:
             mean, se = paired(guidance[ours][:, align], guidance[theirs][:, align])
             alignment_gain[f"{ours} vs {theirs}"] = {"gain": mean, "standard_error": se, "raised": mean > 0}
             print(f"   {ours} vs {theirs}: {mean:+.4f} ± {se:.4f}")
@@ -137,7 +165,11 @@ def main() -> None:
         "alignment_gain_of_eq5_over": alignment_gain,
         "measure_seconds": round(time.perf_counter() - started, 1),
         "train_seconds": round(train_seconds, 1) if train_seconds else None,
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

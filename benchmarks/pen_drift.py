@@ -23,8 +23,12 @@ from parrot_t2i.pen import PromptExpander
 RESULTS = Path(__file__).parent / "results"
 
 
-def _expand(pen: PromptExpander, prompts: list[str], config: PenConfig) -> tuple[list[str], dict[str, int], collections.Counter]:
-    texts = pen.sample(prompts, max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p, seed=0).texts
+def _expand(
+    pen: PromptExpander, prompts: list[str], config: PenConfig
+) -> tuple[list[str], dict[str, int], collections.Counter]:
+    texts = pen.sample(
+        prompts, max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p, seed=0
+    ).texts
     contradicted: collections.Counter = collections.Counter()
     words: collections.Counter = collections.Counter()
     for prompt, text in zip(prompts, texts):
@@ -56,8 +60,10 @@ def main() -> None:
 
     changed = sorted(set(words_before) | set(words_after), key=lambda w: -abs(words_after[w] - words_before[w]))[:10]
     print(f"{len(prompts)} expansions of {len(held_out)} held-out prompts, checkpoint {checkpoint.name}")
-    print(f"prompt attributes the expansion contradicts: before {sum(contradicted_before.values())} {contradicted_before}, "
-          f"after {sum(contradicted_after.values())} {contradicted_after}")
+    print(
+        f"prompt attributes the expansion contradicts: before {sum(contradicted_before.values())} {contradicted_before}, "
+        f"after {sum(contradicted_after.values())} {contradicted_after}"
+    )
     print("| word | before | after |\n|---|---:|---:|")
     for word in changed:
         print(f"| {word} | {words_before[word]} | {words_after[word]} |")
@@ -65,12 +71,19 @@ def main() -> None:
     print(f"expansions that differ at all: {changed_texts} of {len(prompts)}")
 
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pen_drift.json").write_text(json.dumps({
-        "run": str(run), "checkpoint": checkpoint.name, "expansions": len(prompts),
-        "contradicted": {"before": contradicted_before, "after": contradicted_after},
-        "changed_expansions": changed_texts,
-        "words": {w: [words_before[w], words_after[w]] for w in changed},
-    }, indent=2))
+    (RESULTS / "pen_drift.json").write_text(
+        json.dumps(
+            {
+                "run": str(run),
+                "checkpoint": checkpoint.name,
+                "expansions": len(prompts),
+                "contradicted": {"before": contradicted_before, "after": contradicted_after},
+                "changed_expansions": changed_texts,
+                "words": {w: [words_before[w], words_after[w]] for w in changed},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,15 @@ def build_sd15(path: Path) -> Path:
     """SD 1.5's architecture (860M UNet, 123M text encoder, 84M VAE) with random weights."""
     tokenizer = tiny_tokenizer()  # vocabulary size does not change the cost of a 77-token encoder
     text = CLIPTextModel(
-        CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu")
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+        )
     )
     unet = UNet2DConditionModel(
         sample_size=64,
@@ -63,8 +71,24 @@ def build_sd15(path: Path) -> Path:
         latent_channels=4,
         sample_size=512,
     )
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(path)
     return path
 
@@ -73,7 +97,9 @@ def build_gpt2_small(path: Path) -> Path:
     """GPT-2 small's architecture (124M), the size of microsoft/Promptist, with the byte tokenizer."""
     build_tiny_pen(path)
     config = GPT2LMHeadModel.from_pretrained(path).config
-    GPT2LMHeadModel(GPT2Config(vocab_size=config.vocab_size, bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id)).save_pretrained(path)
+    GPT2LMHeadModel(
+        GPT2Config(vocab_size=config.vocab_size, bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id)
+    ).save_pretrained(path)
     return path
 
 
@@ -90,13 +116,20 @@ def main() -> None:
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.scale == "full" and device != "cuda":
-        raise SystemExit("--scale full needs a CUDA GPU (one iteration samples 256 images at 512² with 50 steps); use --scale tiny on a CPU")
+        raise SystemExit(
+            "--scale full needs a CUDA GPU (one iteration samples 256 images at 512² with 50 steps); use --scale tiny on a CPU"
+        )
     work = Path(tempfile.mkdtemp(prefix="sd15-bench-"))
     if args.scale == "full":
         model, pen, overrides = build_sd15(work / "sd15"), build_gpt2_small(work / "pen"), []
     else:  # same code path, sizes a CPU runs in seconds
         model, pen = build_tiny_sd(work / "sd", sample_size=8, with_vae=True), build_tiny_pen(work / "pen")
-        overrides = ["sample.num_inference_steps=4", "sample.prompts_per_iteration=2", "sample.images_per_prompt=4", "train.mixed_precision=no"]
+        overrides = [
+            "sample.num_inference_steps=4",
+            "sample.prompts_per_iteration=2",
+            "sample.images_per_prompt=4",
+            "train.mixed_precision=no",
+        ]
     config = load_config(
         "sd15-paper",
         [

@@ -41,9 +41,9 @@ import torch
 
 from parrot_t2i.config import load_config
 from parrot_t2i.evaluate import evaluate, inference_from_config
-from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.pareto import hypervolume
 from parrot_t2i.plots import reward_curves, save
+from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.rewards import build_reward
 from parrot_t2i.runs import open_run, run_expander, run_policy
 from parrot_t2i.t2i import T2IPolicy
@@ -52,11 +52,26 @@ from parrot_t2i.trainer import train
 RESULTS = Path(__file__).parent / "results"
 T2I_ONLY = ["pen.pretrained=null", "train.pen=false"]
 TRAININGS = {
-    "weighted_sum": ["objective.name=weighted_sum", "objective.weights=[0.25, 0.25, 0.25, 0.25]", "prompts.identifiers=false", *T2I_ONLY],
-    "weighted_sum_0.7": ["objective.name=weighted_sum", "objective.weights=[0.7, 0.1, 0.1, 0.1]", "prompts.identifiers=false", *T2I_ONLY],
+    "weighted_sum": [
+        "objective.name=weighted_sum",
+        "objective.weights=[0.25, 0.25, 0.25, 0.25]",
+        "prompts.identifiers=false",
+        *T2I_ONLY,
+    ],
+    "weighted_sum_0.7": [
+        "objective.name=weighted_sum",
+        "objective.weights=[0.7, 0.1, 0.1, 0.1]",
+        "prompts.identifiers=false",
+        *T2I_ONLY,
+    ],
     "t2i_only": T2I_ONLY,
     "pen_only": ["train.t2i=false", "prompts.identifiers=false"],
-    "preference_only": ["objective.name=single", "objective.reward=mini_preference", "prompts.identifiers=false", *T2I_ONLY],
+    "preference_only": [
+        "objective.name=single",
+        "objective.reward=mini_preference",
+        "prompts.identifiers=false",
+        *T2I_ONLY,
+    ],
     "decoupled": ["train.mode=decoupled"],
     "parrot": [],
 }
@@ -97,20 +112,47 @@ def main() -> None:
             if not (out / "summary.json").is_file():  # resumable: finished trainings are reused
                 shutil.rmtree(out, ignore_errors=True)  # an interrupted one starts over
                 begun = time.perf_counter()
-                config = load_config(None, [f"train.num_iterations={args.iterations}", f"train.seed={seed}", "eval.file=null", "train.log_images_every=0", f"train.output_dir={out}", *overrides])
+                config = load_config(
+                    None,
+                    [
+                        f"train.num_iterations={args.iterations}",
+                        f"train.seed={seed}",
+                        "eval.file=null",
+                        "train.log_images_every=0",
+                        f"train.output_dir={out}",
+                        *overrides,
+                    ],
+                )
                 out = train(config)
                 train_seconds[f"seed{seed}/{name}"] = round(time.perf_counter() - begun, 1)
             runs[name] = open_run(out)
             history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-            curves.setdefault(name, []).append([sum(h[f"reward/{n}/mean"] for n in names) / len(names) for h in history])
+            curves.setdefault(name, []).append(
+                [sum(h[f"reward/{n}/mean"] for n in names) / len(names) for h in history]
+            )
         for row, training, changes in ROWS:
             if training is None:
-                policy, inference = T2IPolicy.from_pretrained(base_config.model.pretrained), inference_from_config(base_config, None, trained_identifiers=False)
+                policy, inference = (
+                    T2IPolicy.from_pretrained(base_config.model.pretrained),
+                    inference_from_config(base_config, None, trained_identifiers=False),
+                )
             else:
                 config, checkpoint = runs[training]
-                policy, inference = run_policy(config, checkpoint), inference_from_config(config, run_expander(config, checkpoint))
+                policy, inference = (
+                    run_policy(config, checkpoint),
+                    inference_from_config(config, run_expander(config, checkpoint)),
+                )
             inference = replace(inference, **changes, seed=1234 + seed)
-            scores = evaluate(policy, rewards, names, prompts, images_per_prompt=args.images_per_prompt, inference=inference, batch_size=32, desc=f"seed {seed}: {row}").scores
+            scores = evaluate(
+                policy,
+                rewards,
+                names,
+                prompts,
+                images_per_prompt=args.images_per_prompt,
+                inference=inference,
+                batch_size=32,
+                desc=f"seed {seed}: {row}",
+            ).scores
             means = dict(zip(names, scores.mean(0).tolist()))
             means["average"] = sum(means.values()) / len(names)
             means["hypervolume"] = hypervolume(scores, torch.zeros(len(names)))  # all images pooled, against the origin
@@ -118,26 +160,58 @@ def main() -> None:
 
     columns = [*names, "average", "hypervolume"]
     summary = {}
-    print(f"\n{len(prompts)} held-out prompts × {args.images_per_prompt} images; {args.iterations} iterations per training; seeds {args.seeds}; mean ± half-range over seeds")
+    print(
+        f"\n{len(prompts)} held-out prompts × {args.images_per_prompt} images; {args.iterations} iterations per training; seeds {args.seeds}; mean ± half-range over seeds"
+    )
     print("| row | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns))
     for row, values in table.items():
-        summary[row] = {c: {"mean": sum(v[c] for v in values) / len(values), "spread": (max(v[c] for v in values) - min(v[c] for v in values)) / 2, "per_seed": [v[c] for v in values]} for c in columns}
-        print(f"| {row} | " + " | ".join(f"{summary[row][c]['mean']:.4f} ± {summary[row][c]['spread']:.4f}" for c in columns) + " |")
+        summary[row] = {
+            c: {
+                "mean": sum(v[c] for v in values) / len(values),
+                "spread": (max(v[c] for v in values) - min(v[c] for v in values)) / 2,
+                "per_seed": [v[c] for v in values],
+            }
+            for c in columns
+        }
+        print(
+            f"| {row} | "
+            + " | ".join(f"{summary[row][c]['mean']:.4f} ± {summary[row][c]['spread']:.4f}" for c in columns)
+            + " |"
+        )
     figure = reward_curves(
-        {label: [sum(ys) / len(ys) for ys in zip(*curves[key])] for label, key in [("weighted sum 0.7/0.1/0.1/0.1", "weighted_sum_0.7"), ("weighted sum equal", "weighted_sum"), ("Parrot", "parrot")]},
+        {
+            label: [sum(ys) / len(ys) for ys in zip(*curves[key])]
+            for label, key in [
+                ("weighted sum 0.7/0.1/0.1/0.1", "weighted_sum_0.7"),
+                ("weighted sum equal", "weighted_sum"),
+                ("Parrot", "parrot"),
+            ]
+        },
         "Fig. 4 analogue: training-batch mean of the four rewards, averaged over seeds",
         overlay=True,
     )
     RESULTS.mkdir(exist_ok=True)
     save(figure, Path(args.out).with_name(Path(args.out).stem + "_curves.png"))
     result = {
-        "budget": {"iterations": args.iterations, "images_per_iteration": base_config.sample.prompts_per_iteration * base_config.sample.images_per_prompt, "seeds": args.seeds},
-        "eval": {"prompts": len(prompts), "images_per_prompt": args.images_per_prompt, "hypervolume_reference": [0.0] * len(names)},
+        "budget": {
+            "iterations": args.iterations,
+            "images_per_iteration": base_config.sample.prompts_per_iteration * base_config.sample.images_per_prompt,
+            "seeds": args.seeds,
+        },
+        "eval": {
+            "prompts": len(prompts),
+            "images_per_prompt": args.images_per_prompt,
+            "hypervolume_reference": [0.0] * len(names),
+        },
         "table": summary,
         "fig4_curves": {key: curves[key] for key in ("weighted_sum_0.7", "weighted_sum", "parrot")},
         "train_seconds": train_seconds,
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
     }
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out} ({result['wall_seconds'] / 60:.1f} min)")

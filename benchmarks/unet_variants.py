@@ -92,10 +92,20 @@ def main() -> None:
     def measure(name: str, phase: str, fn, baseline: str | None = None, **extra) -> None:
         seconds = _median_seconds(fn, args.repeats)
         base = next((r["seconds"] for r in rows if r["variant"] == baseline and r["phase"] == phase), None)
-        rows.append({"variant": name, "phase": phase, "seconds": seconds, "vs_baseline": seconds / base if base else 1.0, **extra})
+        rows.append(
+            {
+                "variant": name,
+                "phase": phase,
+                "seconds": seconds,
+                "vs_baseline": seconds / base if base else 1.0,
+                **extra,
+            }
+        )
         print(f"| {phase} | {name} | {seconds:.4f} | {rows[-1]['vs_baseline']:.3f} |", flush=True)
 
-    print(f"{args.model}: batch {args.batch}, latents {tuple(x0.shape[1:])}, {args.steps} sampling steps, CFG {args.guidance}, {torch.get_num_threads()} threads")
+    print(
+        f"{args.model}: batch {args.batch}, latents {tuple(x0.shape[1:])}, {args.steps} sampling steps, CFG {args.guidance}, {torch.get_num_threads()} threads"
+    )
     print("| phase | variant | median s | vs baseline |\n|---|---|---:|---:|")
     package = "baseline: one batched CFG call, no_grad, NCHW, eager"
     measure(package, "sample", lambda: sample(True, torch.no_grad, x0))
@@ -121,9 +131,17 @@ def main() -> None:
         build = time.perf_counter() - started
         measure("torch.compile", "update step", lambda: update(x0), package, build_seconds=build)
         unet.forward = eager_forward
-        print("torch.compile build (first call): " + ", ".join(f"{r['phase']} {r['build_seconds']:.1f} s" for r in rows if "build_seconds" in r))
+        print(
+            "torch.compile build (first call): "
+            + ", ".join(f"{r['phase']} {r['build_seconds']:.1f} s" for r in rows if "build_seconds" in r)
+        )
 
-    machine = {"cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__, "platform": platform.platform()}
+    machine = {
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
     settings = {k: getattr(args, k) for k in ("model", "batch", "steps", "guidance", "repeats")}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": machine, "settings": settings, "results": rows}, indent=2) + "\n")

@@ -7,5 +7,16 @@ from .pareto import hypervolume, non_dominated
 from .t2i import T2IPolicy
 from .trainer import train, train_iteration
 
-__all__ = ["Config", "ConfigError", "Objective", "ParrotError", "T2IPolicy", "hypervolume", "load_config", "non_dominated", "train", "train_iteration"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Objective",
+    "ParrotError",
+    "T2IPolicy",
+    "hypervolume",
+    "load_config",
+    "non_dominated",
+    "train",
+    "train_iteration",
+]
 __version__ = "0.1.0"

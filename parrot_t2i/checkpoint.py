@@ -129,10 +129,16 @@ def save_checkpoint(run: Run, iteration: int, trained_t2i: list[Tensor] | None =
             run.expander.save_trainable(staging / "pen", run.config.pen.trainable)
         save_config(run.config, staging / "config.yaml")
         optimizers = {"t2i": run.optimizer, "pen": run.pen_optimizer}
-        torch.save({k: o.state_dict() for k, o in optimizers.items() if o is not None}, staging / STATE / "optimizers.pt")
+        torch.save(
+            {k: o.state_dict() for k, o in optimizers.items() if o is not None}, staging / STATE / "optimizers.pt"
+        )
         if acc.scaler is not None:
             torch.save(acc.scaler.state_dict(), staging / STATE / "scaler.pt")
-        progress = {"iteration": iteration, "num_processes": acc.num_processes, "decoupled_t2i_aside": trained_t2i is not None}
+        progress = {
+            "iteration": iteration,
+            "num_processes": acc.num_processes,
+            "decoupled_t2i_aside": trained_t2i is not None,
+        }
         (staging / STATE / "progress.json").write_text(json.dumps(progress, indent=2))
     acc.wait_for_everyone()
     if acc.is_main_process:
@@ -176,7 +182,9 @@ def resumable_checkpoint(run_dir: Path) -> tuple[Path, int]:
     """The newest intact checkpoint of ``run_dir`` with a complete resume state, and its iteration."""
     for checkpoint in intact_checkpoints(run_dir, needs_state=True):
         return checkpoint, json.loads((checkpoint / STATE / "progress.json").read_text())["iteration"]
-    raise ParrotError(f"cannot resume {str(run_dir)!r}: it has no intact checkpoint with a resume state (set train.checkpoint_every to write them)")
+    raise ParrotError(
+        f"cannot resume {str(run_dir)!r}: it has no intact checkpoint with a resume state (set train.checkpoint_every to write them)"
+    )
 
 
 def load_checkpoint(run: Run, checkpoint: Path) -> tuple[int, bool]:
@@ -185,7 +193,9 @@ def load_checkpoint(run: Run, checkpoint: Path) -> tuple[int, bool]:
     acc = run.accelerator
     progress = json.loads((checkpoint / STATE / "progress.json").read_text())
     if progress["num_processes"] != acc.num_processes:
-        raise ParrotError(f"{checkpoint} was written by {progress['num_processes']} process(es); resume it with the same number (got {acc.num_processes})")
+        raise ParrotError(
+            f"{checkpoint} was written by {progress['num_processes']} process(es); resume it with the same number (got {acc.num_processes})"
+        )
     if run.params:
         if run.config.model.trainable == "lora":
             run.policy.load_lora(checkpoint)

@@ -35,8 +35,13 @@ def _train(args: argparse.Namespace) -> None:
         from .runs import run_config
 
         if args.config or args.output_dir:
-            raise ConfigError("--resume continues a run with its own config.yaml and folder: drop --config/--output-dir (--set may extend it, e.g. train.num_iterations)")
-        train(run_config(args.resume, "--resume", [*overrides, f"train.output_dir={args.resume}"]), resume=Path(args.resume))
+            raise ConfigError(
+                "--resume continues a run with its own config.yaml and folder: drop --config/--output-dir (--set may extend it, e.g. train.num_iterations)"
+            )
+        train(
+            run_config(args.resume, "--resume", [*overrides, f"train.output_dir={args.resume}"]),
+            resume=Path(args.resume),
+        )
         return
     if args.output_dir:
         overrides.append(f"train.output_dir={args.output_dir}")
@@ -63,7 +68,16 @@ def _generate(args: argparse.Namespace) -> None:
     from .runs import open_run, run_expander, run_policy
     from .t2i import T2IPolicy
 
-    _check_flags(args, ("--n", *ONE_OR_MORE), ("--eta", *UNIT), ("--w1", *NON_NEGATIVE), ("--w2", *NON_NEGATIVE), ("--guidance-rescale", *UNIT), ("--steps", *ONE_OR_MORE), ("--guidance-scale", *ONE_OR_MORE))
+    _check_flags(
+        args,
+        ("--n", *ONE_OR_MORE),
+        ("--eta", *UNIT),
+        ("--w1", *NON_NEGATIVE),
+        ("--w2", *NON_NEGATIVE),
+        ("--guidance-rescale", *UNIT),
+        ("--steps", *ONE_OR_MORE),
+        ("--guidance-scale", *ONE_OR_MORE),
+    )
     reward_names = [r.strip() for r in (args.rewards or "").split(",") if r.strip()]
     if args.run and args.pen:
         raise ConfigError("--pen goes with --model; a run uses its own (trained) PEN")
@@ -72,7 +86,9 @@ def _generate(args: argparse.Namespace) -> None:
         policy, source = run_policy(config, checkpoint), str(checkpoint)
         expander = None if args.no_expand else run_expander(config, checkpoint)
         inference = inference_from_config(config, expander)
-        strings = identifier_strings(len(config.rewards), config.prompts.identifier_template, config.prompts.identifier_strings)
+        strings = identifier_strings(
+            len(config.rewards), config.prompts.identifier_template, config.prompts.identifier_strings
+        )
         reward_specs = reward_names or config.rewards  # the run's rewards, with their arguments
         reward_names = [getattr(spec, "name", spec) for spec in reward_specs]
         default_identifiers = "all" if config.prompts.identifiers else "none"
@@ -148,9 +164,15 @@ def _evaluate(args: argparse.Namespace) -> None:
     _check_flags(args, ("--images-per-prompt", *ONE_OR_MORE))
     prompts = read_prompt_file(args.prompts, "--prompts")
     runs = [(run, *open_run(run)) for run in args.run]
-    specs = [r.strip() for r in args.rewards.split(",") if r.strip()] if args.rewards else (runs[0][1].rewards if runs else [])
+    specs = (
+        [r.strip() for r in args.rewards.split(",") if r.strip()]
+        if args.rewards
+        else (runs[0][1].rewards if runs else [])
+    )
     if not specs:
-        raise ConfigError("--rewards is needed when only --model entries are given (e.g. --rewards mini_aesthetic,mini_alignment)")
+        raise ConfigError(
+            "--rewards is needed when only --model entries are given (e.g. --rewards mini_aesthetic,mini_alignment)"
+        )
     rewards = [build_reward(spec) for spec in specs]  # before any sampling: a typo fails fast
     names = [getattr(spec, "name", spec) for spec in specs]
     reference = [float(v) for v in args.reference.split(",")] if args.reference else None
@@ -159,17 +181,46 @@ def _evaluate(args: argparse.Namespace) -> None:
     entries = []
     for run, config, checkpoint in runs:
         inference = replace(inference_from_config(config, run_expander(config, checkpoint)), seed=args.seed)
-        evaluation = evaluate(run_policy(config, checkpoint), rewards, names, prompts, images_per_prompt=args.images_per_prompt, inference=inference, desc=Path(run).name)
+        evaluation = evaluate(
+            run_policy(config, checkpoint),
+            rewards,
+            names,
+            prompts,
+            images_per_prompt=args.images_per_prompt,
+            inference=inference,
+            desc=Path(run).name,
+        )
         entries.append(Entry(Path(run).name, str(checkpoint), evaluation))
-    for model in args.model:  # a base model: the prompt as given (no PEN, no identifiers), the config defaults' guidance
+    for (
+        model
+    ) in args.model:  # a base model: the prompt as given (no PEN, no identifiers), the config defaults' guidance
         inference = replace(inference_from_config(load_config(None), None, trained_identifiers=False), seed=args.seed)
-        evaluation = evaluate(T2IPolicy.from_pretrained(model), rewards, names, prompts, images_per_prompt=args.images_per_prompt, inference=inference, desc=model)
+        evaluation = evaluate(
+            T2IPolicy.from_pretrained(model),
+            rewards,
+            names,
+            prompts,
+            images_per_prompt=args.images_per_prompt,
+            inference=inference,
+            desc=model,
+        )
         entries.append(Entry(model, model, evaluation))
     results = write_report(entries, args.out, reference, args.prompts, args.images_per_prompt)
     header = ["entry", *names, "average", "HV per prompt"]
     print(" | ".join(header))
     for entry in results["entries"]:
-        print(" | ".join([entry["label"], *(f"{entry['rewards'][n]['mean']:.4f}±{entry['rewards'][n]['ci95']:.4f}" for n in [*names, "average"]), f"{entry['hypervolume_per_prompt']:.4g}"]))
+        print(
+            " | ".join(
+                [
+                    entry["label"],
+                    *(
+                        f"{entry['rewards'][n]['mean']:.4f}±{entry['rewards'][n]['ci95']:.4f}"
+                        for n in [*names, "average"]
+                    ),
+                    f"{entry['hypervolume_per_prompt']:.4g}",
+                ]
+            )
+        )
     print(f"wrote {Path(args.out) / 'report.html'}, report.md and results.json")
 
 
@@ -178,7 +229,10 @@ def _warn_unsupported_words(prompt: str) -> None:
 
     words = unsupported_words(prompt)
     if words:
-        print(f"parrot: warning: the mini world has no {', '.join(repr(w) for w in words)}: the model will not draw them (docs/MINI_WORLD.md lists what it has)", file=sys.stderr)
+        print(
+            f"parrot: warning: the mini world has no {', '.join(repr(w) for w in words)}: the model will not draw them (docs/MINI_WORLD.md lists what it has)",
+            file=sys.stderr,
+        )
 
 
 def _sft_pen(args: argparse.Namespace) -> None:
@@ -193,7 +247,17 @@ def _sft_pen(args: argparse.Namespace) -> None:
     else:
         pairs = sample_from(read_pairs(args.data))
     pen = PromptExpander.from_pretrained(args.model, args.template)
-    out = sft_pen(pen, pairs, args.out, Path(args.work_dir), steps=args.steps, learning_rate=args.learning_rate, batch_size=args.batch_size, seed=args.seed, resume=not args.restart)
+    out = sft_pen(
+        pen,
+        pairs,
+        args.out,
+        Path(args.work_dir),
+        steps=args.steps,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        resume=not args.restart,
+    )
     print(f"done; the PEN is in {out} (train with it: --set pen.pretrained={out})")
 
 
@@ -229,15 +293,29 @@ def _mini(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parrot", description="Parrot: Pareto-optimal multi-reward RL for text-to-image models")
+    parser = argparse.ArgumentParser(
+        prog="parrot", description="Parrot: Pareto-optimal multi-reward RL for text-to-image models"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show info-level logs")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="fine-tune a text-to-image model with multi-reward RL")
-    train.add_argument("--config", help=f"YAML preset: a path or a packaged name ({', '.join(preset_names())}); default: built-in defaults")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. --set train.learning_rate=1e-5 (repeatable)")
+    train.add_argument(
+        "--config",
+        help=f"YAML preset: a path or a packaged name ({', '.join(preset_names())}); default: built-in defaults",
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set train.learning_rate=1e-5 (repeatable)",
+    )
     train.add_argument("--output-dir", help="run folder (same as --set train.output_dir=...)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its newest checkpoint (bit-identical on CPU)")
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its newest checkpoint (bit-identical on CPU)",
+    )
     train.set_defaults(func=_train)
 
     rewards = sub.add_parser("rewards", help="list the registered reward names")
@@ -247,52 +325,125 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt")
     source = gen.add_mutually_exclusive_group()
     source.add_argument("--run", help="a run folder written by `parrot train` (its last checkpoint)")
-    source.add_argument("--model", default="builtin:mini", help="hub id, diffusers folder or builtin:NAME (default: builtin:mini)")
-    gen.add_argument("--pen", help="with --model: the prompt expansion network (default: builtin:mini for builtin:mini, else none)")
+    source.add_argument(
+        "--model", default="builtin:mini", help="hub id, diffusers folder or builtin:NAME (default: builtin:mini)"
+    )
+    gen.add_argument(
+        "--pen", help="with --model: the prompt expansion network (default: builtin:mini for builtin:mini, else none)"
+    )
     gen.add_argument("--n", type=int, default=8, help="number of images (default 8)")
-    gen.add_argument("--identifiers", help="reward identifiers to prefix: all, none, or reward numbers such as 1,3 (default: all for a run trained with them, else none)")
-    gen.add_argument("--w1", type=float, help="weight of the original prompt in Eq. 5 guidance (default: the run's eval.w1, else the config default)")
-    gen.add_argument("--w2", type=float, help="weight of the expanded prompt in Eq. 5 guidance (default: the run's eval.w2, else the config default)")
-    gen.add_argument("--guidance-rescale", type=float, help="guidance rescale φ in [0, 1] (Lin et al. 2024; default: the run's eval.guidance_rescale, else the config default)")
-    gen.add_argument("--no-original-guidance", action="store_true", help="plain classifier-free guidance on the expanded prompt (with --guidance-scale)")
+    gen.add_argument(
+        "--identifiers",
+        help="reward identifiers to prefix: all, none, or reward numbers such as 1,3 (default: all for a run trained with them, else none)",
+    )
+    gen.add_argument(
+        "--w1",
+        type=float,
+        help="weight of the original prompt in Eq. 5 guidance (default: the run's eval.w1, else the config default)",
+    )
+    gen.add_argument(
+        "--w2",
+        type=float,
+        help="weight of the expanded prompt in Eq. 5 guidance (default: the run's eval.w2, else the config default)",
+    )
+    gen.add_argument(
+        "--guidance-rescale",
+        type=float,
+        help="guidance rescale φ in [0, 1] (Lin et al. 2024; default: the run's eval.guidance_rescale, else the config default)",
+    )
+    gen.add_argument(
+        "--no-original-guidance",
+        action="store_true",
+        help="plain classifier-free guidance on the expanded prompt (with --guidance-scale)",
+    )
     gen.add_argument("--no-expand", action="store_true", help="do not expand the prompt with the PEN")
-    gen.add_argument("--rewards", help="comma-separated reward names to score every image with (default: the run's rewards)")
+    gen.add_argument(
+        "--rewards", help="comma-separated reward names to score every image with (default: the run's rewards)"
+    )
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--steps", type=int, help="DDIM steps (default: the run's, else the config default)")
-    gen.add_argument("--guidance-scale", type=float, help="CFG scale with --no-original-guidance (default: the run's, else the config default)")
+    gen.add_argument(
+        "--guidance-scale",
+        type=float,
+        help="CFG scale with --no-original-guidance (default: the run's, else the config default)",
+    )
     gen.add_argument("--eta", type=float, default=0.0, help="DDIM η (default 0: deterministic)")
-    gen.add_argument("--out", default="grid.png", help="PNG grid to write; prompt, expansions, settings and rewards go to a .json beside it")
+    gen.add_argument(
+        "--out",
+        default="grid.png",
+        help="PNG grid to write; prompt, expansions, settings and rewards go to a .json beside it",
+    )
     gen.set_defaults(func=_generate)
 
-    ev = sub.add_parser("evaluate", help="score runs and models side by side on a prompt set; writes report.md/.html and results.json")
-    ev.add_argument("--run", action="append", default=[], help="a run folder (its last checkpoint, PEN and inference settings); repeatable")
-    ev.add_argument("--model", action="append", default=[], help="a base model (hub id, folder, builtin:NAME): the prompt as given, the config defaults' guidance; repeatable")
-    ev.add_argument("--prompts", default="builtin:mini-heldout", help="prompt file: text, JSONL, PartiPrompts TSV (file.tsv#Category=Animals) or builtin:NAME")
+    ev = sub.add_parser(
+        "evaluate", help="score runs and models side by side on a prompt set; writes report.md/.html and results.json"
+    )
+    ev.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        help="a run folder (its last checkpoint, PEN and inference settings); repeatable",
+    )
+    ev.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="a base model (hub id, folder, builtin:NAME): the prompt as given, the config defaults' guidance; repeatable",
+    )
+    ev.add_argument(
+        "--prompts",
+        default="builtin:mini-heldout",
+        help="prompt file: text, JSONL, PartiPrompts TSV (file.tsv#Category=Animals) or builtin:NAME",
+    )
     ev.add_argument("--images-per-prompt", type=int, default=8)
     ev.add_argument("--rewards", help="comma-separated reward names (default: the first run's rewards)")
-    ev.add_argument("--reference", help="hypervolume reference point, one value per reward (default: each reward's 10%% quantile over the first entry's images)")
+    ev.add_argument(
+        "--reference",
+        help="hypervolume reference point, one value per reward (default: each reward's 10%% quantile over the first entry's images)",
+    )
     ev.add_argument("--seed", type=int, default=1234, help="noise and PEN seed, the same for every entry")
     ev.add_argument("--out", default="report", help="folder for the report")
     ev.set_defaults(func=_evaluate)
 
-    sft = sub.add_parser("sft-pen", help="supervised fine-tuning of a prompt expansion network on (prompt, expansion) pairs")
-    sft.add_argument("--data", required=True, help='JSONL file, one {"prompt": ..., "expansion": ...} per line; or builtin:mini (the mini world grammar)')
-    sft.add_argument("--model", default="builtin:mini", help="causal LM to start from: hub id, local folder or builtin:mini (default)")
-    sft.add_argument("--template", help="how the prompt is presented: mini, promptist, instruction (the paper's) or a format string with {prompt}; default: the model's saved template, else instruction")
+    sft = sub.add_parser(
+        "sft-pen", help="supervised fine-tuning of a prompt expansion network on (prompt, expansion) pairs"
+    )
+    sft.add_argument(
+        "--data",
+        required=True,
+        help='JSONL file, one {"prompt": ..., "expansion": ...} per line; or builtin:mini (the mini world grammar)',
+    )
+    sft.add_argument(
+        "--model",
+        default="builtin:mini",
+        help="causal LM to start from: hub id, local folder or builtin:mini (default)",
+    )
+    sft.add_argument(
+        "--template",
+        help="how the prompt is presented: mini, promptist, instruction (the paper's) or a format string with {prompt}; default: the model's saved template, else instruction",
+    )
     sft.add_argument("--out", required=True, help="folder to write the fine-tuned PEN to")
     sft.add_argument("--steps", type=int, default=1000)
     sft.add_argument("--batch-size", type=int, default=32)
-    sft.add_argument("--learning-rate", type=float, default=5e-5, help="peak AdamW learning rate (default 5e-5, for pre-trained LMs)")
+    sft.add_argument(
+        "--learning-rate", type=float, default=5e-5, help="peak AdamW learning rate (default 5e-5, for pre-trained LMs)"
+    )
     sft.add_argument("--seed", type=int, default=0)
-    sft.add_argument("--work-dir", default="runs/sft-pen", help="checkpoints and log; an interrupted run resumes from here")
+    sft.add_argument(
+        "--work-dir", default="runs/sft-pen", help="checkpoints and log; an interrupted run resumes from here"
+    )
     sft.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --work-dir")
     sft.set_defaults(func=_sft_pen)
 
     mini = sub.add_parser("mini", help="(re)build the embedded mini world's models")
     mini.add_argument("mini_command", choices=["train-t2i", "train-rewards", "train-pen"])
     mini.add_argument("--out", help="where to write the model(s) (default: the package's shipped weights)")
-    mini.add_argument("--work-dir", default="runs/mini-train", help="checkpoints and logs; an interrupted run resumes from here")
-    mini.add_argument("--steps", type=int, help="training steps (train-t2i: of phase 1, ε); default: the shipped models' settings")
+    mini.add_argument(
+        "--work-dir", default="runs/mini-train", help="checkpoints and logs; an interrupted run resumes from here"
+    )
+    mini.add_argument(
+        "--steps", type=int, help="training steps (train-t2i: of phase 1, ε); default: the shipped models' settings"
+    )
     mini.add_argument("--finetune-steps", type=int, help="train-t2i only: steps of phase 2 (v-prediction fine-tuning)")
     mini.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --work-dir")
     mini.set_defaults(func=_mini)
@@ -306,12 +457,20 @@ def _print_user_frames(error: BaseException) -> None:
 
     package = str(Path(__file__).parent)
     frames = [f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith(package)]
-    print("Traceback (your code):\n" + "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(error)), file=sys.stderr, end="")
+    print(
+        "Traceback (your code):\n"
+        + "".join(traceback.format_list(frames))
+        + "".join(traceback.format_exception_only(error)),
+        file=sys.stderr,
+        end="",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import diffusers
     import transformers

@@ -143,7 +143,16 @@ class ObjectiveConfig:
     # normalisation), "single" (one reward), "normalize_then_sum" (GDPO), the Pareto advantages
     # "front_rank", "dominance_count", "hv_contribution", or "random" (zero-mean random weights:
     # the drift control).
-    name: Literal["parrot", "weighted_sum", "single", "normalize_then_sum", "front_rank", "dominance_count", "hv_contribution", "random"] = "parrot"
+    name: Literal[
+        "parrot",
+        "weighted_sum",
+        "single",
+        "normalize_then_sum",
+        "front_rank",
+        "dominance_count",
+        "hv_contribution",
+        "random",
+    ] = "parrot"
     # Train only on the non-dominated samples of each scope (the paper's selection; dominated
     # samples skip the backward pass). null: on for "parrot", off for every other credit.
     pareto_filter: bool | None = None
@@ -239,7 +248,9 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     rewards: list[RewardSpec] = field(
-        default_factory=lambda: [RewardSpec(name) for name in ("mini_aesthetic", "mini_preference", "mini_alignment", "mini_sentiment")]
+        default_factory=lambda: [
+            RewardSpec(name) for name in ("mini_aesthetic", "mini_preference", "mini_alignment", "mini_sentiment")
+        ]
     )
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     pen: PenConfig = field(default_factory=PenConfig)
@@ -290,15 +301,21 @@ class Config:
             raise ConfigError(f"rewards: each reward may appear once (got {names})")
         obj = self.objective
         if obj.weights is not None and len(obj.weights) != len(names):
-            raise ConfigError(f"objective.weights needs one weight per reward ({len(names)}: {names}), got {obj.weights}")
+            raise ConfigError(
+                f"objective.weights needs one weight per reward ({len(names)}: {names}), got {obj.weights}"
+            )
         if obj.name == "single" and obj.reward not in names:
             raise ConfigError(f"objective.reward must name one of the configured rewards {names} (got {obj.reward!r})")
         if self.train.num_inner_epochs > 1 and self.train.clip_range is None:
-            raise ConfigError("train.num_inner_epochs > 1 reuses stale samples and needs train.clip_range (PPO clipping)")
+            raise ConfigError(
+                "train.num_inner_epochs > 1 reuses stale samples and needs train.clip_range (PPO clipping)"
+            )
         if "{k}" not in self.prompts.identifier_template:
             raise ConfigError("prompts.identifier_template must contain '{k}'")
         if self.prompts.identifier_strings and len(self.prompts.identifier_strings) != len(names):
-            raise ConfigError(f"prompts.identifier_strings needs one string per reward ({len(names)}), got {self.prompts.identifier_strings}")
+            raise ConfigError(
+                f"prompts.identifier_strings needs one string per reward ({len(names)}), got {self.prompts.identifier_strings}"
+            )
         try:
             parse_identifiers(self.eval.identifiers, len(names))
         except ParrotError as err:
@@ -309,9 +326,13 @@ class Config:
         if t.pen and pen.pretrained is None:
             raise ConfigError("train.pen=true needs a PEN: set pen.pretrained (or train.pen=false)")
         if t.mode == "decoupled" and not (t.t2i and t.pen and pen.pretrained):
-            raise ConfigError("train.mode=decoupled trains the T2I model and the PEN separately: it needs train.t2i, train.pen and pen.pretrained")
+            raise ConfigError(
+                "train.mode=decoupled trains the T2I model and the PEN separately: it needs train.t2i, train.pen and pen.pretrained"
+            )
         if self.model.train_identifiers and not (self.prompts.identifiers and t.t2i):
-            raise ConfigError("model.train_identifiers learns the reward identifiers: it needs prompts.identifiers=true and train.t2i=true")
+            raise ConfigError(
+                "model.train_identifiers learns the reward identifiers: it needs prompts.identifiers=true and train.t2i=true"
+            )
         if pen.kl_coef > 0 and pen.trainable != "lora":
             raise ConfigError("pen.kl_coef > 0 needs pen.trainable=lora (the adapters switched off give the SFT model)")
         return self
@@ -415,7 +436,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         raise errors[0]
     if origin is Literal:
         if isinstance(value, bool):  # YAML 1.1 reads no/off/yes/on as booleans: map them back to the option meant
-            value = next((word for word in (("yes", "on", "true") if value else ("no", "off", "false")) if word in args), value)
+            value = next(
+                (word for word in (("yes", "on", "true") if value else ("no", "off", "false")) if word in args), value
+            )
         if value not in args:
             raise ConfigError(f"{where} must be one of {', '.join(map(repr, args))} (got {value!r})")
         return value

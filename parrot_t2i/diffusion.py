@@ -36,7 +36,9 @@ class Conditioning:
 
     def expand(self, n: int) -> Conditioning:
         """Broadcast a batch of one (e.g. the empty prompt) to n rows, as views."""
-        return Conditioning(self.embeds.expand(n, *self.embeds.shape[1:]), {k: v.expand(n, *v.shape[1:]) for k, v in self.added.items()})
+        return Conditioning(
+            self.embeds.expand(n, *self.embeds.shape[1:]), {k: v.expand(n, *v.shape[1:]) for k, v in self.added.items()}
+        )
 
     def __len__(self) -> int:
         return len(self.embeds)
@@ -67,7 +69,9 @@ def classifier_free_guidance(eps_uncond: Tensor, eps_cond: Tensor, guidance_scal
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 
-def original_prompt_guidance(eps_uncond: Tensor, eps_orig: Tensor, eps_expanded: Tensor, w1: float, w2: float) -> Tensor:
+def original_prompt_guidance(
+    eps_uncond: Tensor, eps_orig: Tensor, eps_expanded: Tensor, w1: float, w2: float
+) -> Tensor:
     """Paper Eq. 5, original-prompt-centred guidance: ε(∅) + w1·(ε(c) − ε(∅)) + w2·(ε(ĉ) − ε(∅)).
 
     c is the user's prompt and ĉ its expansion (with reward identifiers). The c term keeps the
@@ -87,7 +91,9 @@ def _per_sample(values: Tensor, ndim: int) -> Tensor:
     return values.reshape(-1, *([1] * (ndim - 1)))
 
 
-def ddim_step_mean_std(scheduler: DDIMScheduler, model_output: Tensor, timesteps: Tensor, sample: Tensor, eta: float) -> tuple[Tensor, Tensor]:
+def ddim_step_mean_std(
+    scheduler: DDIMScheduler, model_output: Tensor, timesteps: Tensor, sample: Tensor, eta: float
+) -> tuple[Tensor, Tensor]:
     """Mean (B, C, H, W) and standard deviation (B, 1, 1, 1) of the stochastic DDIM transition
     p(x_{t-1} | x_t) (Song et al. 2021, Eq. 12 with σ_t = η·σ_t(η=1)). Computed in float32.
 
@@ -168,7 +174,15 @@ def ddim_step_log_prob(
     return prev_sample, transition_log_prob(prev_sample, mean, std)
 
 
-def guided_noise(unet, sample: Tensor, timesteps: Tensor, cond: Conditioning, uncond: Conditioning, guidance_scale: float, rescale: float = 0.0) -> Tensor:
+def guided_noise(
+    unet,
+    sample: Tensor,
+    timesteps: Tensor,
+    cond: Conditioning,
+    uncond: Conditioning,
+    guidance_scale: float,
+    rescale: float = 0.0,
+) -> Tensor:
     """Classifier-free-guided ε from **one** batched UNet call over [uncond; cond].
 
     ``rescale`` φ > 0 applies guidance rescale (Lin et al. 2024, §3.4; diffusers' ``rescale_noise_cfg``):
@@ -185,7 +199,17 @@ def guided_noise(unet, sample: Tensor, timesteps: Tensor, cond: Conditioning, un
     return rescale_noise_cfg(guided, eps_cond, rescale) if rescale > 0 else guided
 
 
-def original_guided_noise(unet, sample: Tensor, timesteps: Tensor, orig: Conditioning, expanded: Conditioning, uncond: Conditioning, w1: float, w2: float, rescale: float = 0.0) -> Tensor:
+def original_guided_noise(
+    unet,
+    sample: Tensor,
+    timesteps: Tensor,
+    orig: Conditioning,
+    expanded: Conditioning,
+    uncond: Conditioning,
+    w1: float,
+    w2: float,
+    rescale: float = 0.0,
+) -> Tensor:
     """Eq. 5 ε from **one** batched UNet call over [uncond; original; expanded] (three branches);
     ``rescale`` as in :func:`guided_noise`, against :func:`eq5_positive`."""
     three = Conditioning.cat([uncond, orig, expanded])
@@ -268,4 +292,6 @@ def step_log_prob(
     sample, prev_sample: (B, C, H, W); timesteps: (B,). Returns (B,). With unchanged weights this
     reproduces the sampling-time log-probs (tested to 1e-5).
     """
-    return transition_log_prob(prev_sample, *step_mean_std(unet, scheduler, sample, timesteps, cond, uncond, guidance_scale, eta))
+    return transition_log_prob(
+        prev_sample, *step_mean_std(unet, scheduler, sample, timesteps, cond, uncond, guidance_scale, eta)
+    )

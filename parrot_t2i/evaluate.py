@@ -47,11 +47,15 @@ class Inference:
     max_new_tokens: int
 
 
-def inference_from_config(config: Config, expander: PromptExpander | None, trained_identifiers: bool | None = None) -> Inference:
+def inference_from_config(
+    config: Config, expander: PromptExpander | None, trained_identifiers: bool | None = None
+) -> Inference:
     """The inference a config's ``eval`` settings describe. Identifiers are prefixed only if the
     model learnt them: by default, if the config trained with them (``prompts.identifiers``); pass
     ``trained_identifiers=False`` for a base model that never saw them."""
-    strings = identifier_strings(len(config.rewards), config.prompts.identifier_template, config.prompts.identifier_strings)
+    strings = identifier_strings(
+        len(config.rewards), config.prompts.identifier_template, config.prompts.identifier_strings
+    )
     learnt = config.prompts.identifiers if trained_identifiers is None else trained_identifiers
     pen, ev = config.pen, config.eval
     return Inference(
@@ -80,7 +84,13 @@ def conditioned_prompts(policy: T2IPolicy, prompts: list[str], inference: Infere
     if inference.expander is None:
         return list(prompts), [with_identifiers(p, inference.identifiers) for p in prompts]
     pen = inference.expander
-    sampled = pen.sample(prompts, max_new_tokens=inference.max_new_tokens, temperature=inference.temperature, top_p=inference.top_p, seed=inference.seed)
+    sampled = pen.sample(
+        prompts,
+        max_new_tokens=inference.max_new_tokens,
+        temperature=inference.temperature,
+        top_p=inference.top_p,
+        seed=inference.seed,
+    )
     expansions = pen.fit_to(sampled, lambda row, text: policy.fits(with_identifiers(text, inference.identifiers))).texts
     return expansions, [with_identifiers(e, inference.identifiers) for e in expansions]
 
@@ -117,17 +127,24 @@ def generate(
     uncond = policy.encode_negative()
     images = []
     chunks = range(0, len(prompts), batch_size)
-    with tqdm(total=len(chunks) * len(scheduler.timesteps), desc=desc, unit="step", disable=desc is None, leave=False) as bar:
+    with tqdm(
+        total=len(chunks) * len(scheduler.timesteps), desc=desc, unit="step", disable=desc is None, leave=False
+    ) as bar:
         for start in chunks:
             cond = policy.encode(prompts[start : start + batch_size])
             orig = policy.encode(originals[start : start + batch_size]) if originals is not None else None
-            x = randn_tensor((len(cond), *policy.latent_shape()), generator=generator, device=device) * scheduler.init_noise_sigma
+            x = (
+                randn_tensor((len(cond), *policy.latent_shape()), generator=generator, device=device)
+                * scheduler.init_noise_sigma
+            )
             for t in scheduler.timesteps:
                 x_in, empty = scheduler.scale_model_input(x, t), uncond.expand(len(cond))
                 if orig is None:
                     eps = guided_noise(policy.unet, x_in, t.reshape(1), cond, empty, guidance_scale, guidance_rescale)
                 else:
-                    eps = original_guided_noise(policy.unet, x_in, t.reshape(1), orig, cond, empty, w1, w2, guidance_rescale)
+                    eps = original_guided_noise(
+                        policy.unet, x_in, t.reshape(1), orig, cond, empty, w1, w2, guidance_rescale
+                    )
                 x = scheduler.step(eps, t, x, eta=eta, generator=generator).prev_sample
                 bar.update()
             images.append(policy.decode(x))
@@ -140,7 +157,9 @@ def score(rewards: list[Reward], images: Tensor, prompts: list[str]) -> Tensor:
     return score_all(rewards, images, prompts).cpu()
 
 
-def infer(policy: T2IPolicy, prompts: list[str], inference: Inference, *, batch_size: int = 64, desc: str | None = None) -> tuple[Tensor, list[str]]:
+def infer(
+    policy: T2IPolicy, prompts: list[str], inference: Inference, *, batch_size: int = 64, desc: str | None = None
+) -> tuple[Tensor, list[str]]:
     """Parrot inference for each prompt: (images (B, 3, H, W), expansions ĉ)."""
     expansions, conditioned = conditioned_prompts(policy, prompts, inference)
     images = generate(

@@ -69,7 +69,9 @@ def fit(
     ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True) if cfg.ema_decay else None
     start = _load_checkpoint(work_dir / "checkpoint", model, optimizer, scheduler, ema) if resume else 0
     model.train()
-    with tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc, unit="step", dynamic_ncols=True) as bar:
+    with tqdm(
+        range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc, unit="step", dynamic_ncols=True
+    ) as bar:
         for step in bar:
             loss, stats = loss_fn(step)
             loss.backward()
@@ -82,7 +84,18 @@ def fit(
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if (step + 1) % 50 == 0:
                 with open(work_dir / "log.jsonl", "a") as f:
-                    f.write(json.dumps({"step": step + 1, "loss": loss.item(), "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0], **stats}) + "\n")
+                    f.write(
+                        json.dumps(
+                            {
+                                "step": step + 1,
+                                "loss": loss.item(),
+                                "grad_norm": float(grad_norm),
+                                "lr": scheduler.get_last_lr()[0],
+                                **stats,
+                            }
+                        )
+                        + "\n"
+                    )
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
                 _save_checkpoint(work_dir / "checkpoint", step + 1, cfg, model, optimizer, scheduler, ema)
     model.eval()
@@ -94,7 +107,14 @@ def fit(
 def _save_checkpoint(path: Path, step: int, cfg: FitConfig, model, optimizer, scheduler, ema) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=path.parent))
     save_model(model, str(staging / "model.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None}, staging / "state.pt")
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "ema": ema.state_dict() if ema else None,
+        },
+        staging / "state.pt",
+    )
     (staging / "progress.json").write_text(json.dumps({"step": step, "fit": asdict(cfg)}, indent=2))
     old = path.with_name(path.name + ".old")
     if path.exists():

@@ -13,7 +13,9 @@ from .errors import ParrotError
 DEFAULT_TEMPLATE = "<reward {k}>"
 
 
-def identifier_strings(num_rewards: int, template: str = DEFAULT_TEMPLATE, explicit: list[str] | None = None) -> list[str]:
+def identifier_strings(
+    num_rewards: int, template: str = DEFAULT_TEMPLATE, explicit: list[str] | None = None
+) -> list[str]:
     """The K identifiers: ``explicit`` strings when given (one per reward), else ``template``
     formatted with the 1-based reward number k."""
     if explicit:
@@ -24,7 +26,7 @@ def identifier_strings(num_rewards: int, template: str = DEFAULT_TEMPLATE, expli
 
 
 def parse_identifiers(spec: str | int | list[int], num_rewards: int) -> list[int]:
-    """"all", "none" or 1-based reward numbers ("1,3", 2 or [1, 3]) -> sorted 1-based numbers."""
+    """ "all", "none" or 1-based reward numbers ("1,3", 2 or [1, 3]) -> sorted 1-based numbers."""
     text = ",".join(map(str, spec)) if isinstance(spec, list) else str(spec).strip().lower()
     if text == "all":
         return list(range(1, num_rewards + 1))
@@ -34,7 +36,9 @@ def parse_identifiers(spec: str | int | list[int], num_rewards: int) -> list[int
     for part in text.split(","):
         part = part.strip()
         if not part.isdigit() or not 1 <= int(part) <= num_rewards:
-            raise ParrotError(f"identifiers {spec!r}: expected 'all', 'none' or reward numbers 1..{num_rewards} separated by commas (e.g. 1,3)")
+            raise ParrotError(
+                f"identifiers {spec!r}: expected 'all', 'none' or reward numbers 1..{num_rewards} separated by commas (e.g. 1,3)"
+            )
         if int(part) in chosen:
             raise ParrotError(f"identifiers {spec!r}: reward {part} is named twice")
         chosen.append(int(part))

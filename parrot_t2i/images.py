@@ -34,7 +34,9 @@ def image_path(path: str | Path) -> Path:
         return path.with_name(path.name + ".png")
     writable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
     if path.suffix.lower() not in writable:
-        raise ParrotError(f"cannot write an image to {str(path)!r}: use one of .png, .jpg, .webp, .bmp, .tif (got {path.suffix!r})")
+        raise ParrotError(
+            f"cannot write an image to {str(path)!r}: use one of .png, .jpg, .webp, .bmp, .tif (got {path.suffix!r})"
+        )
     return path
 
 

@@ -55,7 +55,9 @@ class LearnedIdentifiers(torch.nn.Module):
         return torch.where(match.any(-1, keepdim=True), learnt, output)
 
     def save(self, directory: str | Path) -> None:
-        save_file({s: e.detach().cpu().contiguous() for s, e in zip(self.strings, self.embeddings)}, Path(directory) / FILE)
+        save_file(
+            {s: e.detach().cpu().contiguous() for s, e in zip(self.strings, self.embeddings)}, Path(directory) / FILE
+        )
 
     def load(self, directory: str | Path) -> None:
         state = load_file(Path(directory) / FILE)

@@ -144,7 +144,9 @@ class Objective:
         if config.name == "single":
             self.lambdas = torch.zeros(self.num_rewards)
             self.lambdas[reward_names.index(config.reward)] = 1.0
-        self.pareto_filter = config.name in FILTERED_BY_DEFAULT if config.pareto_filter is None else config.pareto_filter
+        self.pareto_filter = (
+            config.name in FILTERED_BY_DEFAULT if config.pareto_filter is None else config.pareto_filter
+        )
         self.generator = torch.Generator().manual_seed(seed * 7919 + 17)
 
     def __call__(self, rewards: Tensor, groups: Tensor, reward_index: Tensor) -> Selection:
@@ -182,7 +184,9 @@ class Objective:
         return standardize(scores.to(rewards.device), valid, scope)
 
 
-def policy_gradient_loss(log_prob: Tensor, old_log_prob: Tensor, weights: Tensor, clip_range: float | None = None) -> Tensor:
+def policy_gradient_loss(
+    log_prob: Tensor, old_log_prob: Tensor, weights: Tensor, clip_range: float | None = None
+) -> Tensor:
     """Loss whose gradient ascends Σ_i weight_i · log p_θ(x_{t-1}^i | x_t^i) over one chunk.
 
     log_prob, old_log_prob, weights: (b,), one row per (sample, timestep) pair of the chunk.

@@ -52,7 +52,14 @@ class Expansions:
     def __getitem__(self, rows: Tensor) -> Expansions:
         """The expansions of ``rows`` (a long index tensor), e.g. the Pareto set for the update."""
         index = rows.tolist()
-        return Expansions([self.texts[i] for i in index], self.prompt_ids[rows], self.prompt_mask[rows], self.ids[rows], self.mask[rows], self.log_probs[rows])
+        return Expansions(
+            [self.texts[i] for i in index],
+            self.prompt_ids[rows],
+            self.prompt_mask[rows],
+            self.ids[rows],
+            self.mask[rows],
+            self.log_probs[rows],
+        )
 
 
 class PromptExpander:
@@ -60,10 +67,16 @@ class PromptExpander:
         try:
             fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
         except ValueError as err:
-            raise ParrotError(f"PEN template {template!r} is not a format string ({err}); write {{{{ and }}}} for literal braces") from None
+            raise ParrotError(
+                f"PEN template {template!r} is not a format string ({err}); write {{{{ and }}}} for literal braces"
+            ) from None
         if fields != {"prompt"}:
             others = ", ".join("{" + f + "}" for f in sorted(fields - {"prompt"}))
-            raise ParrotError(f"PEN template {template!r} may use exactly one placeholder, {{prompt}}" + (f" (found {others})" if others else " (it has none)") + "; write {{ and }} for literal braces")
+            raise ParrotError(
+                f"PEN template {template!r} may use exactly one placeholder, {{prompt}}"
+                + (f" (found {others})" if others else " (it has none)")
+                + "; write {{ and }} for literal braces"
+            )
         self.model, self.tokenizer, self.template = model, tokenizer, template
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -101,7 +114,14 @@ class PromptExpander:
             from transformers.pytorch_utils import Conv1D
 
             conv1d = any(isinstance(m, Conv1D) for m in self.model.modules())  # GPT-2 stores linear layers transposed
-            config = LoraConfig(r=lora_rank, lora_alpha=lora_alpha or lora_rank, target_modules="all-linear", lora_dropout=0.0, fan_in_fan_out=conv1d, task_type="CAUSAL_LM")
+            config = LoraConfig(
+                r=lora_rank,
+                lora_alpha=lora_alpha or lora_rank,
+                target_modules="all-linear",
+                lora_dropout=0.0,
+                fan_in_fan_out=conv1d,
+                task_type="CAUSAL_LM",
+            )
             self.model = get_peft_model(self.model, config).eval()  # peft leaves it in train mode: dropout would make
             # the sampled expansions and their recomputed log-probs disagree
         elif mode == "full":
@@ -151,16 +171,25 @@ class PromptExpander:
         if limit is not None:
             budget = limit - max_new_tokens
             if self._length("") > budget:
-                raise ParrotError(f"pen.max_new_tokens={max_new_tokens} leaves no room for the prompt in the PEN's {limit} positions")
+                raise ParrotError(
+                    f"pen.max_new_tokens={max_new_tokens} leaves no room for the prompt in the PEN's {limit} positions"
+                )
             shortened = [self._shorten(p, budget) for p in prompts]
             cut = sum(s != p for s, p in zip(shortened, prompts))
             if cut:
-                logger.warning("%d prompt(s) were too long for the PEN (%d positions, %d of them for the expansion) and were shortened to their first words", cut, limit, max_new_tokens)
+                logger.warning(
+                    "%d prompt(s) were too long for the PEN (%d positions, %d of them for the expansion) and were shortened to their first words",
+                    cut,
+                    limit,
+                    max_new_tokens,
+                )
             texts = [self.template.format(prompt=p) for p in shortened]
         return self.tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt").to(self.model.device)
 
     def _length(self, prompt: str) -> int:
-        return len(self.tokenizer(self.template.format(prompt=prompt), add_special_tokens=False, verbose=False).input_ids)
+        return len(
+            self.tokenizer(self.template.format(prompt=prompt), add_special_tokens=False, verbose=False).input_ids
+        )
 
     def _shorten(self, prompt: str, budget: int) -> str:
         """The longest word prefix of ``prompt`` whose templated form has at most ``budget`` tokens."""
@@ -174,7 +203,15 @@ class PromptExpander:
         return " ".join(words[:low])
 
     @torch.no_grad()
-    def sample(self, prompts: list[str], *, max_new_tokens: int = 24, temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> Expansions:
+    def sample(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int = 24,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> Expansions:
         """One sampled expansion per prompt, with per-token log-probabilities."""
         encoded = self._prompts(prompts, max_new_tokens)
         # manual_seed reseeds every device's generator: fork them all, so the caller's come back untouched.
@@ -195,8 +232,20 @@ class PromptExpander:
         ids = out.sequences[:, encoded.input_ids.shape[1] :]  # (B, Le)
         logits = torch.stack(out.logits, 1).float() / temperature  # (B, Le, V) raw model logits
         mask = _until_eos(ids, self.tokenizer.eos_token_id)
-        texts = [t.strip() for t in self.tokenizer.batch_decode(ids * mask + self.tokenizer.pad_token_id * (1 - mask), skip_special_tokens=True)]
-        return Expansions(texts, encoded.input_ids, encoded.attention_mask, ids, mask, sampled_log_probs(logits.log_softmax(-1), ids, mask))
+        texts = [
+            t.strip()
+            for t in self.tokenizer.batch_decode(
+                ids * mask + self.tokenizer.pad_token_id * (1 - mask), skip_special_tokens=True
+            )
+        ]
+        return Expansions(
+            texts,
+            encoded.input_ids,
+            encoded.attention_mask,
+            ids,
+            mask,
+            sampled_log_probs(logits.log_softmax(-1), ids, mask),
+        )
 
     def fit_to(self, expansions: Expansions, fits: Callable[[int, str], bool]) -> Expansions:
         """Shorten each expansion to its longest token prefix whose text ``fits(row, text)``.
@@ -224,7 +273,9 @@ class PromptExpander:
         ids = torch.cat([expansions.prompt_ids, expansions.ids], 1)
         attention = torch.cat([expansions.prompt_mask, expansions.mask], 1)
         positions = (attention.cumsum(1) - 1).clamp(min=0)  # as generate() numbers left-padded rows
-        logits = self.model(input_ids=ids, attention_mask=attention, position_ids=positions).logits.float() / temperature
+        logits = (
+            self.model(input_ids=ids, attention_mask=attention, position_ids=positions).logits.float() / temperature
+        )
         start = expansions.prompt_ids.shape[1]
         return logits[:, start - 1 : -1].log_softmax(-1)  # the logits that chose each expansion token
 
@@ -235,7 +286,9 @@ class PromptExpander:
         from peft import PeftModel
 
         if not isinstance(self.model, PeftModel):
-            raise ParrotError("the KL term to the SFT PEN needs pen.trainable=lora (the adapters off give the SFT model)")
+            raise ParrotError(
+                "the KL term to the SFT PEN needs pen.trainable=lora (the adapters off give the SFT model)"
+            )
         with torch.no_grad(), self.model.disable_adapter():
             reference = self.token_distributions(expansions, temperature)
         kl = (log_probs.exp() * (log_probs - reference)).sum(-1)  # (B, Le)

@@ -39,7 +39,9 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
             row = json.loads(line)
             pairs.append((str(row["prompt"]).strip(), str(row["expansion"]).strip()))
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise ParrotError(f'{path}:{number}: expected a JSON object with "prompt" and "expansion", got {line[:80]!r}') from None
+            raise ParrotError(
+                f'{path}:{number}: expected a JSON object with "prompt" and "expansion", got {line[:80]!r}'
+            ) from None
     if not pairs:
         raise ParrotError(f"{path} holds no pairs")
     return pairs
@@ -76,7 +78,19 @@ def sft_batch(pen: PromptExpander, pairs: list[tuple[str, str]]) -> tuple[Tensor
     return ids, mask, labels
 
 
-def sft_pen(pen: PromptExpander, pairs: Pairs, out: str | Path, work_dir: str | Path, *, steps: int, learning_rate: float, batch_size: int = 32, warmup_steps: int = 100, seed: int = 0, resume: bool = True) -> Path:
+def sft_pen(
+    pen: PromptExpander,
+    pairs: Pairs,
+    out: str | Path,
+    work_dir: str | Path,
+    *,
+    steps: int,
+    learning_rate: float,
+    batch_size: int = 32,
+    warmup_steps: int = 100,
+    seed: int = 0,
+    resume: bool = True,
+) -> Path:
     """Fine-tune ``pen`` on batches from ``pairs``; write model, tokenizer and template to ``out``.
 
     Training is resumable: each batch is a function of (seed, step), and ``work_dir`` keeps a
@@ -89,7 +103,14 @@ def sft_pen(pen: PromptExpander, pairs: Pairs, out: str | Path, work_dir: str | 
         device = model.device
         return model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss, {}
 
-    fit(model, loss_fn, FitConfig(steps=steps, learning_rate=learning_rate, warmup_steps=min(warmup_steps, steps), seed=seed), work_dir, desc="PEN SFT", resume=resume)
+    fit(
+        model,
+        loss_fn,
+        FitConfig(steps=steps, learning_rate=learning_rate, warmup_steps=min(warmup_steps, steps), seed=seed),
+        work_dir,
+        desc="PEN SFT",
+        resume=resume,
+    )
     model.requires_grad_(False)
     out = Path(out)
     model.save_pretrained(out)

@@ -72,7 +72,15 @@ def front_plot(labels: list[str], scores: list[Tensor], names: list[str], i: int
         front = non_dominated(pair)
         colour = COLOURS[k % len(COLOURS)]
         ax.scatter(pair[~front, 0], pair[~front, 1], s=10, color=colour, alpha=0.45, linewidths=0)
-        ax.scatter(pair[front, 0], pair[front, 1], s=34, color=colour, edgecolors="black", linewidths=0.8, label=f"{label} (front: {int(front.sum())})")
+        ax.scatter(
+            pair[front, 0],
+            pair[front, 1],
+            s=34,
+            color=colour,
+            edgecolors="black",
+            linewidths=0.8,
+            label=f"{label} (front: {int(front.sum())})",
+        )
         staircase = pair[front][pair[front, 0].argsort(descending=True)]
         ax.step(staircase[:, 0], staircase[:, 1], where="post", color=colour, linewidth=1)
         means.append(pair.mean(0).numpy())

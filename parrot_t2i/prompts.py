@@ -57,7 +57,9 @@ def _read_tsv(path: Path, selector: str, key: str) -> list[str]:
     if selector:
         column, sep, value = selector.partition("=")
         if not sep or column not in columns:
-            raise ConfigError(f"{key} {str(path)!r}: selector '#{selector}' must be COLUMN=VALUE with a column of {columns}")
+            raise ConfigError(
+                f"{key} {str(path)!r}: selector '#{selector}' must be COLUMN=VALUE with a column of {columns}"
+            )
         rows = [row for row in rows if (row[column] or "").strip() == value.strip()]
     return [row["Prompt"].strip() for row in rows if (row["Prompt"] or "").strip()]
 
@@ -71,5 +73,7 @@ def _read_jsonl(path: Path, key: str) -> list[str]:
             row = json.loads(line)
             prompts.append((row if isinstance(row, str) else row["prompt"]).strip())
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            raise ConfigError(f'{key} {str(path)!r} line {number}: expected {{"prompt": ...}} or a JSON string, got {line[:60]!r}') from None
+            raise ConfigError(
+                f'{key} {str(path)!r} line {number}: expected {{"prompt": ...}} or a JSON string, got {line[:60]!r}'
+            ) from None
     return prompts

@@ -27,6 +27,7 @@ from .pareto import lower_quantile_reference, per_prompt_hypervolume
 from .plots import front_plot, save
 from .stats import summarize
 
+
 @dataclass
 class Entry:
     label: str  # how the entry is named in tables and plots
@@ -34,7 +35,14 @@ class Entry:
     evaluation: Evaluation
 
 
-def write_report(entries: list[Entry], out: str | Path, reference: list[float] | None, prompts_label: str, images_per_prompt: int, extra: list[tuple[str, Figure]] = ()) -> dict:
+def write_report(
+    entries: list[Entry],
+    out: str | Path,
+    reference: list[float] | None,
+    prompts_label: str,
+    images_per_prompt: int,
+    extra: list[tuple[str, Figure]] = (),
+) -> dict:
     """Write report.md, report.html, results.json, grid_*.png and front_*.png/.svg into ``out``;
     ``extra`` adds (caption, figure) pairs such as training curves. ``reference``: the
     hypervolume reference point; None: each reward's 10th percentile over the first entry."""
@@ -47,7 +55,13 @@ def write_report(entries: list[Entry], out: str | Path, reference: list[float] |
     else:
         how = "given"
     ref = torch.tensor(reference, dtype=torch.float64)
-    results = {"prompts": prompts_label, "images_per_prompt": images_per_prompt, "hypervolume_reference": reference, "hypervolume_reference_is": how, "entries": []}
+    results = {
+        "prompts": prompts_label,
+        "images_per_prompt": images_per_prompt,
+        "hypervolume_reference": reference,
+        "hypervolume_reference_is": how,
+        "entries": [],
+    }
     pictures: list[tuple[str, Path]] = []  # (caption, PNG); the HTML embeds a figure's SVG when there is one
     for n, entry in enumerate(entries):
         ev = entry.evaluation
@@ -61,13 +75,21 @@ def write_report(entries: list[Entry], out: str | Path, reference: list[float] |
                 "hypervolume_per_prompt": per_prompt_hypervolume(ev.scores, ev.prompts, ref),
                 "images": len(ev.prompts),
                 "grid": grid.name,
-                "examples": [{"prompt": p, "expansion": e} for p, e in list(zip(ev.prompts, ev.expansions))[:: max(1, images_per_prompt)][:4]],
+                "examples": [
+                    {"prompt": p, "expansion": e}
+                    for p, e in list(zip(ev.prompts, ev.expansions))[:: max(1, images_per_prompt)][:4]
+                ],
             }
         )
     labels, scores = [e.label for e in entries], [e.evaluation.scores for e in entries]
     for i, j in combinations(range(len(names)), 2):
         png, _ = save(front_plot(labels, scores, names, i, j), out / f"front_{names[i]}_{names[j]}.png")
-        pictures.append((f"{names[i]} vs {names[j]}: every image, each entry's front marked, arrows between the entries' means", png))
+        pictures.append(
+            (
+                f"{names[i]} vs {names[j]}: every image, each entry's front marked, arrows between the entries' means",
+                png,
+            )
+        )
     for n, (caption, figure) in enumerate(extra):
         png, _ = save(figure, out / f"figure_{n}.png")
         pictures.append((caption, png))
@@ -125,9 +147,12 @@ def _html(results: dict, names: list[str], pictures: list[tuple[str, Path]]) -> 
     esc = html.escape
     header = "".join(f"<th>{esc(h)}</th>" for h in ["entry", *names, "average", "HV per prompt"])
     rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in _table_rows(results, names))
-    figures = "".join(f'<figure><img src="{_data_uri(path)}" alt="{esc(caption)}" data-file="{esc(path.name)}"><figcaption>{esc(caption)}</figcaption></figure>' for caption, path in pictures)
+    figures = "".join(
+        f'<figure><img src="{_data_uri(path)}" alt="{esc(caption)}" data-file="{esc(path.name)}"><figcaption>{esc(caption)}</figcaption></figure>'
+        for caption, path in pictures
+    )
     return (
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Evaluation report</title>"
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>Evaluation report</title>'
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
         "figure{display:inline-block;margin:8px}img{image-rendering:pixelated;max-width:480px}</style></head><body>"
         f"<h1>Evaluation report</h1><p>Prompts: {esc(str(results['prompts']))}, {results['images_per_prompt']} images each; "

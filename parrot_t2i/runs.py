@@ -37,7 +37,11 @@ def run_policy(config: Config, checkpoint: Path) -> T2IPolicy:
     """The run's base T2I model with the checkpoint's trained weights (if it trained the T2I model)."""
     policy = T2IPolicy.from_pretrained(config.model.pretrained)
     if (checkpoint / IDENTIFIER_FILE).is_file():  # trained with model.train_identifiers
-        policy.learn_identifiers(identifier_strings(len(config.rewards), config.prompts.identifier_template, config.prompts.identifier_strings))
+        policy.learn_identifiers(
+            identifier_strings(
+                len(config.rewards), config.prompts.identifier_template, config.prompts.identifier_strings
+            )
+        )
     if config.model.trainable == "lora" and (checkpoint / "pytorch_lora_weights.safetensors").is_file():
         policy.set_trainable("lora", config.model.lora_rank, config.model.lora_alpha)
         policy.load_lora(checkpoint)

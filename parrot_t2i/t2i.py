@@ -76,13 +76,27 @@ class T2IPolicy:
         source = resolve_model(name_or_path)
         try:
             index = DiffusionPipeline.load_config(source)
-            unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=torch_dtype, use_safetensors=True)
-            text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=torch_dtype, use_safetensors=True)
+            unet = UNet2DConditionModel.from_pretrained(
+                source, subfolder="unet", torch_dtype=torch_dtype, use_safetensors=True
+            )
+            text_encoder = CLIPTextModel.from_pretrained(
+                source, subfolder="text_encoder", torch_dtype=torch_dtype, use_safetensors=True
+            )
             tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
             scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
-            vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=torch_dtype, use_safetensors=True) if "vae" in index else None
+            vae = (
+                AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=torch_dtype, use_safetensors=True)
+                if "vae" in index
+                else None
+            )
             sdxl = "text_encoder_2" in index
-            text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2", torch_dtype=torch_dtype, use_safetensors=True) if sdxl else None
+            text_encoder_2 = (
+                CLIPTextModelWithProjection.from_pretrained(
+                    source, subfolder="text_encoder_2", torch_dtype=torch_dtype, use_safetensors=True
+                )
+                if sdxl
+                else None
+            )
             tokenizer_2 = AutoTokenizer.from_pretrained(source, subfolder="tokenizer_2") if sdxl else None
         except OSError as err:
             raise missing_weights_error(name_or_path, err) from None
@@ -144,11 +158,19 @@ class T2IPolicy:
         ids = tokens.input_ids.to(self.text_encoder.device)
         if not self.is_sdxl:
             return Conditioning(self.text_encoder(ids, return_dict=False)[0])
-        ids_2 = self.tokenizer_2(prompts, padding="max_length", max_length=self.tokenizer_2.model_max_length, truncation=True, return_tensors="pt").input_ids
+        ids_2 = self.tokenizer_2(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer_2.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         first = self.text_encoder(ids, output_hidden_states=True)
         second = self.text_encoder_2(ids_2.to(self.text_encoder_2.device), output_hidden_states=True)
         embeds = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
-        return Conditioning(embeds, {"text_embeds": second.text_embeds, "time_ids": self.time_ids(len(prompts)).to(embeds)})
+        return Conditioning(
+            embeds, {"text_embeds": second.text_embeds, "time_ids": self.time_ids(len(prompts)).to(embeds)}
+        )
 
     def time_ids(self, batch: int) -> Tensor:
         """SDXL's micro-conditioning (original size, crop top-left, target size) for full, uncropped images."""
@@ -162,7 +184,10 @@ class T2IPolicy:
         empty = self.encode([""])
         if not self.zero_negative:
             return empty
-        return Conditioning(torch.zeros_like(empty.embeds), {"text_embeds": torch.zeros_like(empty.added["text_embeds"]), "time_ids": empty.added["time_ids"]})
+        return Conditioning(
+            torch.zeros_like(empty.embeds),
+            {"text_embeds": torch.zeros_like(empty.added["text_embeds"]), "time_ids": empty.added["time_ids"]},
+        )
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
@@ -198,7 +223,12 @@ class T2IPolicy:
             from peft import LoraConfig
 
             self.unet.add_adapter(
-                LoraConfig(r=lora_rank, lora_alpha=lora_alpha or lora_rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
+                LoraConfig(
+                    r=lora_rank,
+                    lora_alpha=lora_alpha or lora_rank,
+                    init_lora_weights="gaussian",
+                    target_modules=LORA_TARGETS,
+                )
             )
         else:
             raise ValueError(f"unknown trainable set {mode!r}")
@@ -211,7 +241,9 @@ class T2IPolicy:
         """Give every identifier string a learnable input embedding (see ``learned_identifiers``);
         returns the (K, D) parameter to train."""
         if self.is_sdxl:
-            raise ParrotError("model.train_identifiers supports SD 1.x/2.x and the mini model, not SDXL's two text encoders yet")
+            raise ParrotError(
+                "model.train_identifiers supports SD 1.x/2.x and the mini model, not SDXL's two text encoders yet"
+            )
         self.identifiers = LearnedIdentifiers.attach(self.text_encoder, self.tokenizer, strings)
         return self.identifiers.embeddings
 
@@ -228,7 +260,9 @@ class T2IPolicy:
             from peft.utils import get_peft_model_state_dict
 
             layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet))
-            (StableDiffusionXLPipeline if self.is_sdxl else StableDiffusionPipeline).save_lora_weights(directory, unet_lora_layers=layers)
+            (StableDiffusionXLPipeline if self.is_sdxl else StableDiffusionPipeline).save_lora_weights(
+                directory, unet_lora_layers=layers
+            )
             return
         state = {n: p.detach().cpu().contiguous() for n, p in self.unet.named_parameters() if p.requires_grad}
         save_file(state, directory / TRAINABLE_FILE)

@@ -142,7 +142,9 @@ def _tiny_vae(latent_size: int) -> AutoencoderKL:
 
 
 @_keeps_global_rng
-def build_tiny_sdxl(path: str | Path, *, seed: int = 0, sample_size: int = 8, hidden_size: int = 32, time_embed_dim: int = 8) -> Path:
+def build_tiny_sdxl(
+    path: str | Path, *, seed: int = 0, sample_size: int = 8, hidden_size: int = 32, time_embed_dim: int = 8
+) -> Path:
     """A tiny random ``StableDiffusionXLPipeline`` folder: two text encoders (the second with a
     projection), a UNet with SDXL's added text-time conditioning, a VAE (images 2S×2S)."""
     from diffusers import StableDiffusionXLPipeline
@@ -171,9 +173,22 @@ def build_tiny_sdxl(path: str | Path, *, seed: int = 0, sample_size: int = 8, hi
         projection_class_embeddings_input_dim=6 * time_embed_dim + hidden_size,  # 6 time ids + pooled text
         norm_num_groups=8,
     )
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     pipe = StableDiffusionXLPipeline(
-        vae=_tiny_vae(sample_size), text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler
+        vae=_tiny_vae(sample_size),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
     )
     pipe.save_pretrained(path)
     return path
@@ -182,7 +197,12 @@ def build_tiny_sdxl(path: str | Path, *, seed: int = 0, sample_size: int = 8, hi
 def save_pixel_pipeline(path: str | Path, unet, text_encoder, tokenizer, scheduler) -> Path:
     """Save a VAE-free (pixel-space) model in the diffusers folder layout that ``T2IPolicy`` loads."""
     path = Path(path)
-    for name, component in [("unet", unet), ("text_encoder", text_encoder), ("tokenizer", tokenizer), ("scheduler", scheduler)]:
+    for name, component in [
+        ("unet", unet),
+        ("text_encoder", text_encoder),
+        ("tokenizer", tokenizer),
+        ("scheduler", scheduler),
+    ]:
         component.save_pretrained(path / name)
     index = {
         "_class_name": "ParrotPixelSpacePipeline",  # no VAE: not loadable as a StableDiffusionPipeline
@@ -219,7 +239,9 @@ def builtin_path(name: str) -> Path:
 
 
 @_keeps_global_rng
-def build_tiny_clip(path: str | Path, *, seed: int = 0, image_size: int = 32, projection_dim: int = 16, hidden_act: str = "quick_gelu") -> Path:
+def build_tiny_clip(
+    path: str | Path, *, seed: int = 0, image_size: int = 32, projection_dim: int = 16, hidden_act: str = "quick_gelu"
+) -> Path:
     """A tiny random ``CLIPModel`` with tokenizer and image processor, saved for ``from_pretrained``.
 
     Shaped like the real reward backbones (text and vision towers, projections, logit scale), so
@@ -232,12 +254,24 @@ def build_tiny_clip(path: str | Path, *, seed: int = 0, image_size: int = 32, pr
     tokenizer = tiny_tokenizer()
     text = small_text_encoder(tokenizer, hidden_size=32).config
     text.hidden_act = hidden_act
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=image_size, patch_size=8, hidden_act=hidden_act)
-    model = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=projection_dim))
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=8,
+        hidden_act=hidden_act,
+    )
+    model = CLIPModel(
+        CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=projection_dim)
+    )
     path = Path(path)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}).save_pretrained(path)
+    CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    ).save_pretrained(path)
     return path
 
 
@@ -258,7 +292,15 @@ def build_tiny_pen(path: str | Path, *, seed: int = 0, template: str = "promptis
     vocab = {c: i for i, c in enumerate(_bytes_to_unicode())}
     vocab["<|endoftext|>"] = len(vocab)
     tokenizer = GPT2Tokenizer(vocab=vocab, merges=[])
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=32, n_layer=2, n_head=4, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=256,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     path = Path(path)
     GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -31,7 +31,14 @@ from .checkpoint import (
     snapshot,
 )
 from .config import Config, ConfigError, save_config
-from .diffusion import Conditioning, Trajectory, gaussian_kl_same_std, sample_trajectory, step_mean_std, transition_log_prob
+from .diffusion import (
+    Conditioning,
+    Trajectory,
+    gaussian_kl_same_std,
+    sample_trajectory,
+    step_mean_std,
+    transition_log_prob,
+)
 from .distributed import gather_rows, process_rows, sum_gradients
 from .errors import ParrotError
 from .evaluate import Evaluation, comparison_table, evaluate, inference_from_config
@@ -67,7 +74,9 @@ class PromptBatch:
     pen_samples: Expansions | None = None  # ĉ's tokens and log-probs, for the PEN update
 
 
-def assign_rewards(prompts: list[str], num_rewards: int, images_per_prompt: int, group_by: str = "prompt") -> tuple[list[str], Tensor, Tensor]:
+def assign_rewards(
+    prompts: list[str], num_rewards: int, images_per_prompt: int, group_by: str = "prompt"
+) -> tuple[list[str], Tensor, Tensor]:
     """Each sample's prompt, selection group and credited reward: (originals, groups, reward_index).
 
     "prompt": N samples per prompt, one group per prompt, sample j credited to k = j mod K.
@@ -132,7 +141,11 @@ class Run:
 
 
 def setup_run(config: Config, run_dir: Path | None = None) -> Run:
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, log_with="tensorboard", project_dir=str(run_dir) if run_dir else None)
+    accelerator = Accelerator(
+        mixed_precision=config.train.mixed_precision,
+        log_with="tensorboard",
+        project_dir=str(run_dir) if run_dir else None,
+    )
     names = [spec.name for spec in config.rewards]
     objective = Objective(config.objective, names, seed=config.train.seed)
     prompts = load_prompts(config)
@@ -154,8 +167,14 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     # Seeded after loading: building a missing built-in model draws random numbers, and a cold or
     # warm model cache must not change the LoRA initialisation or anything after it.
     set_seed(t.seed)
-    identifiers = identifier_strings(len(names), config.prompts.identifier_template, config.prompts.identifier_strings) if config.prompts.identifiers else None
-    unet_params = policy.set_trainable(config.model.trainable, config.model.lora_rank, config.model.lora_alpha) if t.t2i else []
+    identifiers = (
+        identifier_strings(len(names), config.prompts.identifier_template, config.prompts.identifier_strings)
+        if config.prompts.identifiers
+        else None
+    )
+    unet_params = (
+        policy.set_trainable(config.model.trainable, config.model.lora_rank, config.model.lora_alpha) if t.t2i else []
+    )
     identifier_params = [policy.learn_identifiers(identifiers)] if config.model.train_identifiers else []
     params = unet_params + identifier_params
     # Only the optimisers are prepared: the networks are not DDP-wrapped, distributed.sum_gradients
@@ -164,10 +183,17 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     # The KL reference: LoRA adapters switched off, and every other trained tensor at its pre-RL value.
     reference_params = identifier_params if config.model.trainable == "lora" else params
     reference = snapshot(reference_params) if params and t.kl_coef > 0 else None
-    pen_params = expander.set_trainable(pen.trainable, pen.lora_rank, pen.lora_alpha) if expander is not None and t.pen else []
+    pen_params = (
+        expander.set_trainable(pen.trainable, pen.lora_rank, pen.lora_alpha) if expander is not None and t.pen else []
+    )
     pen_optimizer = accelerator.prepare(_adamw(pen_params, pen.learning_rate, t)) if pen_params else None
     noise_generator = torch.Generator(accelerator.device).manual_seed(t.seed * 1009 + accelerator.process_index)
-    logger.info("rewards: %s; trainable parameters: T2I %d, PEN %d", names, sum(p.numel() for p in params), sum(p.numel() for p in pen_params))
+    logger.info(
+        "rewards: %s; trainable parameters: T2I %d, PEN %d",
+        names,
+        sum(p.numel() for p in params),
+        sum(p.numel() for p in pen_params),
+    )
     return Run(
         config=config,
         accelerator=accelerator,
@@ -191,7 +217,9 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
 
 
 def _adamw(params: list[torch.nn.Parameter], lr: float, t) -> torch.optim.AdamW:
-    return torch.optim.AdamW(params, lr=lr, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
+    return torch.optim.AdamW(
+        params, lr=lr, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.adam_weight_decay, eps=t.adam_epsilon
+    )
 
 
 # ----------------------------------------------------------------------------- one iteration
@@ -221,8 +249,12 @@ def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True) ->
     # 1. Prompts: draw the global batch's prompts (same on every process), keep this process's
     #    slice, N samples each, each credited to one reward. Group ids are global prompt slots.
     per_process = cfg.sample.prompts_per_iteration
-    chosen = torch.randint(len(run.prompts), (per_process * acc.num_processes,), generator=run.generator)[process_rows(acc, per_process)]
-    originals, groups, reward_index = assign_rewards([run.prompts[i] for i in chosen], len(run.rewards), cfg.sample.images_per_prompt, cfg.sample.group_by)
+    chosen = torch.randint(len(run.prompts), (per_process * acc.num_processes,), generator=run.generator)[
+        process_rows(acc, per_process)
+    ]
+    originals, groups, reward_index = assign_rewards(
+        [run.prompts[i] for i in chosen], len(run.rewards), cfg.sample.images_per_prompt, cfg.sample.group_by
+    )
     groups = groups + acc.process_index * (int(groups.max()) + 1)  # every process has as many groups
 
     # 2. Expand: ĉ ~ p_φ(·|c) per sample, then c_k = identifier_k + " " + ĉ.
@@ -236,7 +268,9 @@ def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True) ->
 
     # 4. Score every image with all K rewards, against the original prompt; gather the global batch.
     local_rewards = score_all(run.rewards, images, batch.originals)  # (B, K)
-    rewards, all_groups, all_reward_index = (gather_rows(acc, t.to(acc.device)).cpu() for t in (local_rewards, batch.groups, batch.reward_index))
+    rewards, all_groups, all_reward_index = (
+        gather_rows(acc, t.to(acc.device)).cpu() for t in (local_rewards, batch.groups, batch.reward_index)
+    )
     invalid = int((~torch.isfinite(rewards).all(1)).sum())
     if invalid:
         logger.warning("%d sample(s) had a non-finite reward and were excluded from this update", invalid)
@@ -256,7 +290,12 @@ def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True) ->
     updated = time.perf_counter()
 
     # 7. PEN update: REINFORCE on the expansion tokens with the same per-sample weights.
-    if train_pen and run.pen_optimizer is not None and batch.pen_samples is not None and (any_selected or cfg.pen.kl_coef > 0):
+    if (
+        train_pen
+        and run.pen_optimizer is not None
+        and batch.pen_samples is not None
+        and (any_selected or cfg.pen.kl_coef > 0)
+    ):
         stats.update(update_pen(run, batch.pen_samples, weights))
     pen_updated = time.perf_counter()
 
@@ -279,7 +318,12 @@ def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True) ->
     for k, name in enumerate(run.reward_names):  # over the global batch
         column = rewards[selection.valid, k]
         if len(column):
-            for stat, value in [("mean", column.mean()), ("std", column.std(unbiased=False)), ("min", column.min()), ("max", column.max())]:
+            for stat, value in [
+                ("mean", column.mean()),
+                ("std", column.std(unbiased=False)),
+                ("min", column.min()),
+                ("max", column.max()),
+            ]:
                 stats[f"reward/{name}/{stat}"] = value.item()
     return IterationResult(batch, images, rewards, selection, weights, stats)
 
@@ -292,16 +336,37 @@ def expand_batch(run: Run, originals: list[str], groups: Tensor, reward_index: T
     """
     pen_cfg = run.config.pen
     if run.expander is None:
-        return PromptBatch(originals, groups, reward_index, list(originals), condition(originals, reward_index, run.identifiers))
-    seed = int(torch.randint(2**31 - 1, (1,), generator=run.noise_generator, device=run.noise_generator.device))  # per process
+        return PromptBatch(
+            originals, groups, reward_index, list(originals), condition(originals, reward_index, run.identifiers)
+        )
+    seed = int(
+        torch.randint(2**31 - 1, (1,), generator=run.noise_generator, device=run.noise_generator.device)
+    )  # per process
     # One expansion per sample, or per group when a group shares its (prompt, k) (Algorithm 1).
     shared = run.config.sample.group_by == "prompt_reward"
-    first = torch.cat([torch.ones(1, dtype=torch.bool), groups[1:] != groups[:-1]]) if shared else torch.ones(len(groups), dtype=torch.bool)
+    first = (
+        torch.cat([torch.ones(1, dtype=torch.bool), groups[1:] != groups[:-1]])
+        if shared
+        else torch.ones(len(groups), dtype=torch.bool)
+    )
     rows = first.nonzero().squeeze(1)
-    sampled = run.expander.sample([originals[r] for r in rows.tolist()], max_new_tokens=pen_cfg.max_new_tokens, temperature=pen_cfg.temperature, top_p=pen_cfg.top_p, seed=seed)
-    fitted = run.expander.fit_to(sampled, lambda row, text: run.policy.fits(condition([text], reward_index[rows[row] : rows[row] + 1], run.identifiers)[0]))
+    sampled = run.expander.sample(
+        [originals[r] for r in rows.tolist()],
+        max_new_tokens=pen_cfg.max_new_tokens,
+        temperature=pen_cfg.temperature,
+        top_p=pen_cfg.top_p,
+        seed=seed,
+    )
+    fitted = run.expander.fit_to(
+        sampled,
+        lambda row, text: run.policy.fits(
+            condition([text], reward_index[rows[row] : rows[row] + 1], run.identifiers)[0]
+        ),
+    )
     samples = fitted[first.cumsum(0) - 1] if shared else fitted  # each sample gets its group's expansion
-    return PromptBatch(originals, groups, reward_index, samples.texts, condition(samples.texts, reward_index, run.identifiers), samples)
+    return PromptBatch(
+        originals, groups, reward_index, samples.texts, condition(samples.texts, reward_index, run.identifiers), samples
+    )
 
 
 def sample_batch(run: Run, cond: Conditioning) -> tuple[Trajectory, Tensor]:
@@ -311,14 +376,27 @@ def sample_batch(run: Run, cond: Conditioning) -> tuple[Trajectory, Tensor]:
     parts, images = [], []
     with run.accelerator.autocast():
         for idx in torch.arange(len(cond)).split(cfg.batch_size):
-            part = sample_trajectory(run.policy.unet, run.policy.scheduler, cond[idx], run.uncond.expand(len(idx)), shape, cfg.guidance_scale, cfg.eta, run.noise_generator)
+            part = sample_trajectory(
+                run.policy.unet,
+                run.policy.scheduler,
+                cond[idx],
+                run.uncond.expand(len(idx)),
+                shape,
+                cfg.guidance_scale,
+                cfg.eta,
+                run.noise_generator,
+            )
             parts.append(part)
             images.append(run.policy.decode(part.latents[:, -1]))
-    trajectory = Trajectory(torch.cat([p.latents for p in parts]), parts[0].timesteps, torch.cat([p.log_probs for p in parts]))
+    trajectory = Trajectory(
+        torch.cat([p.latents for p in parts]), parts[0].timesteps, torch.cat([p.log_probs for p in parts])
+    )
     return trajectory, torch.cat(images)
 
 
-def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, texts: list[str], weights: Tensor, num_selected: int) -> dict[str, float]:
+def update_t2i(
+    run: Run, trajectory: Trajectory, cond: Conditioning, texts: list[str], weights: Tensor, num_selected: int
+) -> dict[str, float]:
     """Accumulate the policy gradient over the (sample, timestep) pairs of non-zero-weight samples,
     sum it across processes, then step once (per inner epoch).
 
@@ -356,12 +434,16 @@ def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, texts: list
         for chunk in _split(torch.arange(len(pair_rows), device=active.device), cfg.train.batch_size):
             idx, step = active[pair_rows[chunk]], pair_steps[chunk]
             with acc.autocast():
-                if kl_coef > 0:  # before the forward pass with gradients: swapping weights in place after it would break backward
+                if (
+                    kl_coef > 0
+                ):  # before the forward pass with gradients: swapping weights in place after it would break backward
                     with torch.no_grad(), reference_weights(run):
                         ref_mean, _ = _transition(run, trajectory, cond, texts, idx, step)
                 mean, std = _transition(run, trajectory, cond, texts, idx, step)
                 log_prob = transition_log_prob(trajectory.latents[idx, step + 1], mean, std)
-                loss = scale * policy_gradient_loss(log_prob, trajectory.log_probs[idx, step], weights[idx], cfg.train.clip_range)
+                loss = scale * policy_gradient_loss(
+                    log_prob, trajectory.log_probs[idx, step], weights[idx], cfg.train.clip_range
+                )
                 if kl_coef > 0:
                     kl = scale * gaussian_kl_same_std(mean, ref_mean, std).sum() / num_selected
                     loss = loss + kl_coef * kl
@@ -381,14 +463,25 @@ def update_t2i(run: Run, trajectory: Trajectory, cond: Conditioning, texts: list
     return stats
 
 
-def _transition(run: Run, trajectory: Trajectory, cond: Conditioning, texts: list[str], idx: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
+def _transition(
+    run: Run, trajectory: Trajectory, cond: Conditioning, texts: list[str], idx: Tensor, step: Tensor
+) -> tuple[Tensor, Tensor]:
     """(mean, std) of p_θ(x_{t-1} | x_t) for the (sample, step) pairs ``idx``, ``step`` of one chunk."""
     if run.policy.identifiers is not None:  # learnt identifiers: the conditioning depends on θ too
         chunk_cond = run.policy.encode([texts[i] for i in idx.tolist()], grad=torch.is_grad_enabled())
     else:
         chunk_cond = cond[idx]
     s = run.config.sample
-    return step_mean_std(run.policy.unet, run.policy.scheduler, trajectory.latents[idx, step], trajectory.timesteps[step], chunk_cond, run.uncond.expand(len(idx)), s.guidance_scale, s.eta)
+    return step_mean_std(
+        run.policy.unet,
+        run.policy.scheduler,
+        trajectory.latents[idx, step],
+        trajectory.timesteps[step],
+        chunk_cond,
+        run.uncond.expand(len(idx)),
+        s.guidance_scale,
+        s.eta,
+    )
 
 
 @contextmanager
@@ -419,9 +512,13 @@ def update_pen(run: Run, samples: Expansions, weights: Tensor) -> dict[str, floa
     for chunk in _split(rows, cfg.train.batch_size):
         part = samples[chunk.cpu()]
         distributions = run.expander.token_distributions(part, temperature)
-        loss = pen_policy_gradient_loss(sampled_log_probs(distributions, part.ids, part.mask), part.mask, weights[chunk])
+        loss = pen_policy_gradient_loss(
+            sampled_log_probs(distributions, part.ids, part.mask), part.mask, weights[chunk]
+        )
         if kl_coef > 0:
-            kl = run.expander.kl_to_sft(part, distributions, temperature).sum() / (len(rows) * acc.num_processes)  # mean over the global batch
+            kl = run.expander.kl_to_sft(part, distributions, temperature).sum() / (
+                len(rows) * acc.num_processes
+            )  # mean over the global batch
             loss = loss + kl_coef * kl
             total_kl += kl.item()
         acc.backward(loss)
@@ -478,7 +575,9 @@ def train(config: Config, resume: Path | None = None) -> Path:
     if resume is not None:
         checkpoint, done = resumable_checkpoint(run_dir)
         if done >= total:
-            raise ParrotError(f"{run_dir} already finished its {total} iterations; to train longer, resume with --set train.num_iterations=N (N > {config.train.num_iterations})")
+            raise ParrotError(
+                f"{run_dir} already finished its {total} iterations; to train longer, resume with --set train.num_iterations=N (N > {config.train.num_iterations})"
+            )
     run = setup_run(config, run_dir)
     acc = run.accelerator
     if acc.is_main_process:
@@ -497,7 +596,9 @@ def train(config: Config, resume: Path | None = None) -> Path:
         logger.info("resuming %s from %s (iteration %d of %d)", run_dir, checkpoint.name, done, total)
     history = _history(run_dir, done) if acc.is_main_process else []
     try:
-        with tqdm(total=total, initial=done, desc="parrot", unit="it", disable=not acc.is_main_process, dynamic_ncols=True) as bar:
+        with tqdm(
+            total=total, initial=done, desc="parrot", unit="it", disable=not acc.is_main_process, dynamic_ncols=True
+        ) as bar:
             for p, phase in enumerate(plan):
                 for i in range(config.train.num_iterations):
                     if p * config.train.num_iterations + i < done:
@@ -510,15 +611,31 @@ def train(config: Config, resume: Path | None = None) -> Path:
                     done += 1  # the weights now are those of this iteration
                     history.append(result.stats)
                     bar.update()
-                    bar.set_postfix({"|P|": int(result.stats["selected"]), **{n: f"{result.stats.get(f'reward/{n}/mean', float('nan')):.3f}" for n in run.reward_names}})
+                    bar.set_postfix(
+                        {
+                            "|P|": int(result.stats["selected"]),
+                            **{
+                                n: f"{result.stats.get(f'reward/{n}/mean', float('nan')):.3f}" for n in run.reward_names
+                            },
+                        }
+                    )
                     record_iteration(run, result, done, total, trained_t2i)
     except KeyboardInterrupt:  # keep what was trained so far
         if done:
-            logger.warning("interrupted: saving iteration %d to %s; continue with `parrot train --resume %s`", done, run_dir / "checkpoints", run_dir)
+            logger.warning(
+                "interrupted: saving iteration %d to %s; continue with `parrot train --resume %s`",
+                done,
+                run_dir / "checkpoints",
+                run_dir,
+            )
             save_checkpoint(run, done, trained_t2i)
         raise
     except RewardError as err:  # a reward failed: keep what was trained, then say where
-        kept = f"iterations 1-{done} are saved in {save_checkpoint(run, done, trained_t2i)}; continue with `parrot train --resume {run_dir}`" if done else "nothing was trained yet"
+        kept = (
+            f"iterations 1-{done} are saved in {save_checkpoint(run, done, trained_t2i)}; continue with `parrot train --resume {run_dir}`"
+            if done
+            else "nothing was trained yet"
+        )
         raise RewardError(f"{err} (on iteration {done + 1}); {kept}") from err.__cause__
     if trained_t2i is not None:
         restore(run.params, trained_t2i)  # decoupled: combine the separately trained networks
@@ -541,20 +658,32 @@ def _history(run_dir: Path, done: int) -> list[dict[str, float]]:
     return [{k: v for k, v in r.items() if k != "iteration"} for r in kept]
 
 
-def write_run_report(run: Run, history: list[dict[str, float]], before: Evaluation | None, after: Evaluation | None) -> None:
+def write_run_report(
+    run: Run, history: list[dict[str, float]], before: Evaluation | None, after: Evaluation | None
+) -> None:
     """The `parrot evaluate` report of this run (before vs after on the held-out prompts) in
     ``report/``, with the training reward curves; the curves alone without an evaluation set."""
     from .plots import reward_curves, save
     from .report import Entry, write_report
     from .runs import last_checkpoint
 
-    curves = reward_curves({n: [h.get(f"reward/{n}/mean", float("nan")) for h in history] for n in run.reward_names}, "training batches: mean reward per iteration")
+    curves = reward_curves(
+        {n: [h.get(f"reward/{n}/mean", float("nan")) for h in history] for n in run.reward_names},
+        "training batches: mean reward per iteration",
+    )
     save(curves, run.run_dir / "reward_curves.png")
     if before is None or after is None:
         return
     cfg = run.config
     entries = [Entry("before", cfg.model.pretrained, before), Entry("after", str(last_checkpoint(run.run_dir)), after)]
-    write_report(entries, run.run_dir / "report", None, cfg.eval.file, cfg.eval.images_per_prompt, extra=[("training reward curves", curves)])
+    write_report(
+        entries,
+        run.run_dir / "report",
+        None,
+        cfg.eval.file,
+        cfg.eval.images_per_prompt,
+        extra=[("training reward curves", curves)],
+    )
 
 
 def evaluate_run(run: Run, prompts: list[str], tag: str) -> Evaluation:
@@ -576,7 +705,9 @@ def evaluate_run(run: Run, prompts: list[str], tag: str) -> Evaluation:
     return result
 
 
-def record_iteration(run: Run, result: IterationResult, iteration: int, total: int, trained_t2i: list[Tensor] | None = None) -> None:
+def record_iteration(
+    run: Run, result: IterationResult, iteration: int, total: int, trained_t2i: list[Tensor] | None = None
+) -> None:
     """After an iteration: TensorBoard scalars, metrics.jsonl, image grids and periodic checkpoints."""
     cfg, acc = run.config.train, run.accelerator
     acc.log(result.stats, step=iteration)
@@ -596,7 +727,9 @@ def log_images(run: Run, images: Tensor, iteration: int, limit: int = 16) -> Non
     tracker.add_images("samples", shown.float().cpu(), global_step=iteration)
 
 
-def write_summary(run: Run, history: list[dict[str, float]], before: Evaluation | None, after: Evaluation | None, seconds: float) -> str:
+def write_summary(
+    run: Run, history: list[dict[str, float]], before: Evaluation | None, after: Evaluation | None, seconds: float
+) -> str:
     """``summary.json`` and ``summary.md`` in the run folder; returns the text shown to the user.
 
     The table compares every reward on the held-out prompts before and after training; without an
@@ -608,19 +741,42 @@ def write_summary(run: Run, history: list[dict[str, float]], before: Evaluation 
     lines = [f"run folder: {run.run_dir}", f"iterations: {len(history)}, wall time {seconds / 60:.1f} min"]
     if before is not None and after is not None:
         reference = lower_quantile_reference(before.scores)  # as the report: each reward's 10% quantile before training
-        before_means, after_means = ({**e.means(), "hv_per_prompt": per_prompt_hypervolume(e.scores, e.prompts, reference)} for e in (before, after))
-        summary.update(eval_prompts=len(set(before.prompts)), eval_images=len(before.prompts), before=before_means, after=after_means, hypervolume_reference=reference.tolist())
-        lines += [f"held-out prompts ({len(set(before.prompts))} prompts × {run.config.eval.images_per_prompt} images; hv_per_prompt: hypervolume of each prompt's images above each reward's 10% quantile before training):", comparison_table(before_means, after_means)]
+        before_means, after_means = (
+            {**e.means(), "hv_per_prompt": per_prompt_hypervolume(e.scores, e.prompts, reference)}
+            for e in (before, after)
+        )
+        summary.update(
+            eval_prompts=len(set(before.prompts)),
+            eval_images=len(before.prompts),
+            before=before_means,
+            after=after_means,
+            hypervolume_reference=reference.tolist(),
+        )
+        lines += [
+            f"held-out prompts ({len(set(before.prompts))} prompts × {run.config.eval.images_per_prompt} images; hv_per_prompt: hypervolume of each prompt's images above each reward's 10% quantile before training):",
+            comparison_table(before_means, after_means),
+        ]
         if run.expander is not None and run.config.eval.expand:
             step = run.config.eval.images_per_prompt  # the first image of the first four prompts
-            examples = [{"prompt": p, "before": b, "after": a} for p, b, a in zip(before.prompts[::step], before.expansions[::step], after.expansions[::step])][:4]
+            examples = [
+                {"prompt": p, "before": b, "after": a}
+                for p, b, a in zip(before.prompts[::step], before.expansions[::step], after.expansions[::step])
+            ][:4]
             summary["expansions"] = examples
-            lines += ["expansions (before -> after training):"] + [f"  {e['prompt']!r}\n    {e['before']!r}\n -> {e['after']!r}" for e in examples]
+            lines += ["expansions (before -> after training):"] + [
+                f"  {e['prompt']!r}\n    {e['before']!r}\n -> {e['after']!r}" for e in examples
+            ]
     elif len(history) >= 1:
         first, last = history[0], history[-1]
-        train_means = {n: (first[f"reward/{n}/mean"], last[f"reward/{n}/mean"]) for n in run.reward_names if f"reward/{n}/mean" in first}
+        train_means = {
+            n: (first[f"reward/{n}/mean"], last[f"reward/{n}/mean"])
+            for n in run.reward_names
+            if f"reward/{n}/mean" in first
+        }
         summary["training_batches"] = {n: {"first": a, "last": b} for n, (a, b) in train_means.items()}
-        lines += ["training batches, first -> last iteration:"] + [f"  {n:>24}: {a:.4f} -> {b:.4f}  ({b - a:+.4f})" for n, (a, b) in train_means.items()]
+        lines += ["training batches, first -> last iteration:"] + [
+            f"  {n:>24}: {a:.4f} -> {b:.4f}  ({b - a:+.4f})" for n, (a, b) in train_means.items()
+        ]
     text = "\n".join(lines)
     (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     (run.run_dir / "summary.md").write_text(f"# Run summary\n\n{text}\n")

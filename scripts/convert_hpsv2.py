@@ -30,7 +30,9 @@ def convert(checkpoint: str, base: str, out: str | Path) -> Path:
     missing, unexpected = set(expected) - set(state), set(state) - set(expected)
     wrong = [k for k in set(expected) & set(state) if state[k].shape != expected[k]]
     if missing or unexpected or wrong:
-        raise SystemExit(f"checkpoint does not fit {base}: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}, wrong shape {wrong[:3]}")
+        raise SystemExit(
+            f"checkpoint does not fit {base}: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}, wrong shape {wrong[:3]}"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(out)

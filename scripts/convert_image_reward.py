@@ -33,7 +33,15 @@ def blip_config(med_config: dict) -> BlipConfig:
         "max_position_embeddings": med_config["max_position_embeddings"],
         "layer_norm_eps": med_config.get("layer_norm_eps", 1e-12),
     }
-    vision = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 224, "patch_size": 16, "layer_norm_eps": 1e-6}
+    vision = {
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "image_size": 224,
+        "patch_size": 16,
+        "layer_norm_eps": 1e-6,
+    }
     return BlipConfig(text_config=text, vision_config=vision)
 
 
@@ -46,7 +54,9 @@ def main() -> None:
     args = parser.parse_args()
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})  # as BLIP's init_tokenizer
+    tokenizer.add_special_tokens(
+        {"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]}
+    )  # as BLIP's init_tokenizer
     with open(args.med_config) as f:
         config = blip_config(json.load(f))
     print(f"wrote {save_image_reward(state.get('state_dict', state), config, tokenizer, args.out)}")

@@ -14,7 +14,17 @@ def tiny_vit(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("tiny-vit")
     torch.manual_seed(0)
-    config = ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, num_labels=3, id2label={0: "negative", 1: "neutral", 2: "positive"}, label2id={"negative": 0, "neutral": 1, "positive": 2})
+    config = ViTConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        num_labels=3,
+        id2label={0: "negative", 1: "neutral", 2: "positive"},
+        label2id={"negative": 0, "neutral": 1, "positive": 2},
+    )
     ViTForImageClassification(config).save_pretrained(path)
     ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
     return str(path)
@@ -27,7 +37,9 @@ def test_preprocessing_follows_the_vit_processor(tiny_vit):
     p = Preprocess.from_processor(processor)
     assert p == Preprocess((32, 32), None, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")  # exact resize, no crop
     images = torch.rand(2, 3, 45, 70, generator=torch.Generator().manual_seed(1))
-    reference = processor(images=[img.permute(1, 2, 0).numpy() for img in images], return_tensors="pt", do_rescale=False).pixel_values
+    reference = processor(
+        images=[img.permute(1, 2, 0).numpy() for img in images], return_tensors="pt", do_rescale=False
+    ).pixel_values
     assert ((clip_preprocess(images, p) - reference) * 0.5).abs().mean() < 1 / 255
 
 
@@ -40,10 +52,14 @@ def test_classifier_sentiment_is_the_positive_probability(tiny_vit):
     with torch.no_grad():
         probs = model(pixel_values=(images - 0.5) / 0.5).logits.softmax(-1)  # 32 px already: resize is the identity
     torch.testing.assert_close(reward(images, [""] * 3), probs[:, 2], atol=1e-5, rtol=0)
-    both = build_reward({"name": "classifier_sentiment", "args": {"model": tiny_vit, "positive_labels": ["Positive", "neutral"]}})
+    both = build_reward(
+        {"name": "classifier_sentiment", "args": {"model": tiny_vit, "positive_labels": ["Positive", "neutral"]}}
+    )
     torch.testing.assert_close(both(images, [""] * 3), probs[:, 1] + probs[:, 2], atol=1e-5, rtol=0)
     bad = build_reward({"name": "classifier_sentiment", "args": {"model": tiny_vit, "positive_labels": ["joy"]}})
-    with pytest.raises(ParrotError, match="no positive label among the model's labels \\['negative', 'neutral', 'positive'\\]"):
+    with pytest.raises(
+        ParrotError, match="no positive label among the model's labels \\['negative', 'neutral', 'positive'\\]"
+    ):
         bad(images, [""] * 3)
     with pytest.raises(ParrotError, match="needs model=ID_OR_FOLDER"):
         build_reward("classifier_sentiment")

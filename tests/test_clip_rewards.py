@@ -36,7 +36,9 @@ def test_preprocessing_by_hand_on_fixed_images():
     out = clip_preprocess(image, CLIP_DEFAULT)
     grey = clip_preprocess(torch.full((1, 3, 40, 80), 0.5), CLIP_DEFAULT)
     torch.testing.assert_close(out[..., 12:212], grey[..., 12:212], atol=1e-4, rtol=0)  # the middle is untouched
-    assert (out[..., 0] < grey[..., 0] - 0.1).all() and (out[..., 223] > grey[..., 223] + 0.1).all()  # bicubic bleed at both edges
+    assert (out[..., 0] < grey[..., 0] - 0.1).all() and (
+        out[..., 223] > grey[..., 223] + 0.1
+    ).all()  # bicubic bleed at both edges
 
 
 def test_preprocessing_matches_the_transformers_processor():
@@ -44,7 +46,9 @@ def test_preprocessing_matches_the_transformers_processor():
 
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(2, 3, 37, 61, generator=generator)  # odd sizes exercise int() truncation and crop offsets
-    reference = CLIPImageProcessorPil()(images=[img.permute(1, 2, 0).numpy() for img in images], return_tensors="pt", do_rescale=False).pixel_values
+    reference = CLIPImageProcessorPil()(
+        images=[img.permute(1, 2, 0).numpy() for img in images], return_tensors="pt", do_rescale=False
+    ).pixel_values
     ours = clip_preprocess(images, CLIP_DEFAULT)
     assert ours.shape == reference.shape
     # PIL rounds to uint8 after resizing: agreement within ~1/255 in pixel units.
@@ -83,7 +87,9 @@ def test_pickscore_on_an_h_shaped_clip_with_a_separate_processor(tiny_clip, tmp_
 
 def test_clip_sentiment_is_a_two_way_softmax_over_label_ensembles(tiny_clip):
     images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    reward = build_reward({"name": "clip_sentiment", "args": {"model": tiny_clip, "positive": ["happy", "joyful"], "negative": ["sad"]}})
+    reward = build_reward(
+        {"name": "clip_sentiment", "args": {"model": tiny_clip, "positive": ["happy", "joyful"], "negative": ["sad"]}}
+    )
     p = reward(images, [""] * 4)
     image = reward.image_embeds(images)
     positive = F.normalize(reward.text_embeds(["happy", "joyful"], images.device).mean(0), dim=-1)
@@ -137,7 +143,11 @@ def test_missing_weights_offline_is_one_clear_paragraph(tmp_path):
 
 def to_openclip_layout(model) -> dict:
     """A CLIPModel's weights as OpenCLIP saves them (fused in_proj, projection matrices P = W.T)."""
-    out = {"logit_scale": model.logit_scale.data, "text_projection": model.text_projection.weight.T, "visual.proj": model.visual_projection.weight.T}
+    out = {
+        "logit_scale": model.logit_scale.data,
+        "text_projection": model.text_projection.weight.T,
+        "visual.proj": model.visual_projection.weight.T,
+    }
     text, vision = model.text_model, model.vision_model
     out.update(
         {
@@ -158,9 +168,17 @@ def to_openclip_layout(model) -> dict:
     for prefix, layers in (("", text.encoder.layers), ("visual.", vision.encoder.layers)):
         for i, layer in enumerate(layers):
             block, attn = f"{prefix}transformer.resblocks.{i}", layer.self_attn
-            out[f"{block}.attn.in_proj_weight"] = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+            out[f"{block}.attn.in_proj_weight"] = torch.cat(
+                [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]
+            )
             out[f"{block}.attn.in_proj_bias"] = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])
-            for ours, theirs in [("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")]:
+            for ours, theirs in [
+                ("self_attn.out_proj", "attn.out_proj"),
+                ("layer_norm1", "ln_1"),
+                ("layer_norm2", "ln_2"),
+                ("mlp.fc1", "mlp.c_fc"),
+                ("mlp.fc2", "mlp.c_proj"),
+            ]:
                 module = layer.get_submodule(ours)
                 out[f"{block}.{theirs}.weight"], out[f"{block}.{theirs}.bias"] = module.weight, module.bias
     return {k: v.detach().clone() for k, v in out.items()}

@@ -14,7 +14,16 @@ def test_defaults_validate_and_presets_load():
 
 
 def test_overrides_parse_yaml_values_including_bare_exponents():
-    config = load_config("tiny", ["train.learning_rate=1e-5", "sample.eta=0.5", "rewards=[brightness, colorfulness]", "objective.weights=[0.7, 0.3]", "objective.name=weighted_sum"])
+    config = load_config(
+        "tiny",
+        [
+            "train.learning_rate=1e-5",
+            "sample.eta=0.5",
+            "rewards=[brightness, colorfulness]",
+            "objective.weights=[0.7, 0.3]",
+            "objective.name=weighted_sum",
+        ],
+    )
     assert config.train.learning_rate == 1e-5 and config.sample.eta == 0.5
     assert [r.name for r in config.rewards] == ["brightness", "colorfulness"]
     config = load_config(None, ["rewards=[{name: 'mymod:fn', args: {scale: 2}}]"])
@@ -34,7 +43,10 @@ def test_overrides_parse_yaml_values_including_bare_exponents():
         (["train.learning_rate=-1"], "train.learning_rate must be > 0"),
         (["sample.num_inference_steps=abc"], "sample.num_inference_steps must be an integer"),
         (["model.trainable=everything"], "model.trainable must be one of 'cross_attention', 'lora', 'full'"),
-        (["objective.name=single", "objective.reward=nope"], "objective.reward must name one of the configured rewards"),
+        (
+            ["objective.name=single", "objective.reward=nope"],
+            "objective.reward must name one of the configured rewards",
+        ),
         (["objective.weights=[1.0]"], "objective.weights needs one weight per reward"),
         (["train.num_inner_epochs=2"], "needs train.clip_range"),
         (["rewards=[]"], "at least one reward"),

@@ -28,12 +28,16 @@ def test_step_kl_matches_torch_distributions():
     mean, ref = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
     std = torch.tensor([0.5, 1.0, 0.0]).reshape(3, 1, 1, 1)
     safe = std.clamp(min=1e-3).expand_as(mean)
-    expected = torch.distributions.kl_divergence(torch.distributions.Normal(mean, safe), torch.distributions.Normal(ref, safe)).mean(dim=(1, 2, 3))
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mean, safe), torch.distributions.Normal(ref, safe)
+    ).mean(dim=(1, 2, 3))
     got = gaussian_kl_same_std(mean, ref, std)
     torch.testing.assert_close(got[:2], expected[:2])
     assert got[2] == 0  # a deterministic step has no KL term
     # By hand: means 1 apart everywhere, σ = 0.5: 1² / (2 · 0.25) = 2.
-    assert gaussian_kl_same_std(torch.ones(1, 3), torch.zeros(1, 3), torch.full((1, 1), 0.5)).item() == pytest.approx(2.0)
+    assert gaussian_kl_same_std(torch.ones(1, 3), torch.zeros(1, 3), torch.full((1, 1), 0.5)).item() == pytest.approx(
+        2.0
+    )
 
 
 @pytest.mark.parametrize(
@@ -65,7 +69,9 @@ def test_step_matches_diffusers_ddim_with_the_same_noise(kwargs, eta):
             expected = torch.zeros(2)
         torch.testing.assert_close(scored, expected, atol=1e-4, rtol=1e-5)
         # A drawn sample is the same mean plus our own noise.
-        drawn, drawn_log_prob = ddim_step_log_prob(scheduler, output, t, sample, eta, generator=torch.Generator().manual_seed(0))
+        drawn, drawn_log_prob = ddim_step_log_prob(
+            scheduler, output, t, sample, eta, generator=torch.Generator().manual_seed(0)
+        )
         ours_noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
         torch.testing.assert_close(drawn, mean + std * ours_noise, atol=1e-5, rtol=1e-5)
         assert torch.isfinite(drawn_log_prob).all()
@@ -78,7 +84,9 @@ def test_per_sample_timesteps_equal_separate_steps():
     t = scheduler.timesteps[[0, 7, 19]]
     _, batched = ddim_step_log_prob(scheduler, output, t, sample, 1.0, prev_sample=prev)
     for i in range(3):
-        _, alone = ddim_step_log_prob(scheduler, output[i : i + 1], t[i], sample[i : i + 1], 1.0, prev_sample=prev[i : i + 1])
+        _, alone = ddim_step_log_prob(
+            scheduler, output[i : i + 1], t[i], sample[i : i + 1], 1.0, prev_sample=prev[i : i + 1]
+        )
         torch.testing.assert_close(batched[i : i + 1], alone)
 
 
@@ -99,7 +107,9 @@ def test_original_prompt_guidance_eq5_and_its_identities():
     u, c, e = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 1.0]), torch.tensor([0.0, 4.0])
     # 1 + 5·(3 − 1) + 2·(0 − 1) = 9;  2 + 5·(1 − 2) + 2·(4 − 2) = 1
     assert original_prompt_guidance(u, c, e, 5.0, 2.0).tolist() == [9.0, 1.0]
-    assert original_prompt_guidance(u, c, e, 5.0, 0.0).tolist() == classifier_free_guidance(u, c, 5.0).tolist()  # w2 = 0
+    assert (
+        original_prompt_guidance(u, c, e, 5.0, 0.0).tolist() == classifier_free_guidance(u, c, 5.0).tolist()
+    )  # w2 = 0
     assert original_prompt_guidance(u, c, c, 2.0, 3.0).tolist() == classifier_free_guidance(u, c, 5.0).tolist()  # ĉ = c
 
 
@@ -107,7 +117,11 @@ def test_original_guided_noise_batches_three_branches_in_one_call(tiny_pixel_mod
     policy = T2IPolicy.from_pretrained(str(tiny_pixel_model))
     calls = []
     handle = policy.unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
-    orig, expanded, uncond = policy.encode(["a cat", "a dog"]), policy.encode(["<reward 1> a cat, fluffy", "<reward 2> a dog"]), policy.encode(["", ""])
+    orig, expanded, uncond = (
+        policy.encode(["a cat", "a dog"]),
+        policy.encode(["<reward 1> a cat, fluffy", "<reward 2> a dog"]),
+        policy.encode(["", ""]),
+    )
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([500])
     eps = original_guided_noise(policy.unet, x, t, orig, expanded, uncond, 5.0, 5.0)
     handle.remove()
@@ -125,19 +139,31 @@ def test_recomputed_log_probs_reproduce_sampling(model, request):
     policy.scheduler.set_timesteps(6)
     cond = policy.encode(["a red circle", "a blue square", "<reward 2> a cat"])
     uncond = policy.encode_negative().expand(3)  # SDXL: zeros and added conditioning ride along
-    traj = sample_trajectory(policy.unet, policy.scheduler, cond, uncond, policy.latent_shape(), 5.0, 1.0, torch.Generator().manual_seed(0))
+    traj = sample_trajectory(
+        policy.unet, policy.scheduler, cond, uncond, policy.latent_shape(), 5.0, 1.0, torch.Generator().manual_seed(0)
+    )
     assert traj.latents.shape == (3, 7, *policy.latent_shape())
     assert traj.log_probs.shape == (3, 6)
     # Every step recomputed with per-sample timesteps in one shuffled batch, as training does.
     steps = torch.tensor([5, 0, 3])
     rows = torch.arange(3)
     recomputed = step_log_prob(
-        policy.unet, policy.scheduler, traj.latents[rows, steps], traj.latents[rows, steps + 1], traj.timesteps[steps], cond, uncond, 5.0, 1.0
+        policy.unet,
+        policy.scheduler,
+        traj.latents[rows, steps],
+        traj.latents[rows, steps + 1],
+        traj.timesteps[steps],
+        cond,
+        uncond,
+        5.0,
+        1.0,
     )
     assert (recomputed - traj.log_probs[rows, steps]).abs().max() <= 1e-5
     for j in range(6):
         t = traj.timesteps[j].expand(3)
-        again = step_log_prob(policy.unet, policy.scheduler, traj.latents[:, j], traj.latents[:, j + 1], t, cond, uncond, 5.0, 1.0)
+        again = step_log_prob(
+            policy.unet, policy.scheduler, traj.latents[:, j], traj.latents[:, j + 1], t, cond, uncond, 5.0, 1.0
+        )
         assert (again - traj.log_probs[:, j]).abs().max() <= 1e-5
     images = policy.decode(traj.latents[:, -1])
     assert images.shape == (3, 3, policy.resolution, policy.resolution)
@@ -169,13 +195,26 @@ def test_channels_last_gives_the_same_trajectory_and_gradients(model, request):
         if channels_last:
             policy.use_channels_last()
         seen = []
-        policy.unet.conv_in.register_forward_hook(lambda module, args, out, seen=seen: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+        policy.unet.conv_in.register_forward_hook(
+            lambda module, args, out, seen=seen: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+        )
         policy.scheduler.set_timesteps(4)
         cond, uncond = policy.encode(["a red circle", "a cat"]), policy.encode_negative().expand(2)
-        traj = sample_trajectory(policy.unet, policy.scheduler, cond, uncond, policy.latent_shape(), 5.0, 1.0, torch.Generator().manual_seed(0))
+        traj = sample_trajectory(
+            policy.unet,
+            policy.scheduler,
+            cond,
+            uncond,
+            policy.latent_shape(),
+            5.0,
+            1.0,
+            torch.Generator().manual_seed(0),
+        )
         policy.set_trainable("full")
         t = traj.timesteps[1].expand(2)
-        step_log_prob(policy.unet, policy.scheduler, traj.latents[:, 1], traj.latents[:, 2], t, cond, uncond, 5.0, 1.0).sum().backward()
+        step_log_prob(
+            policy.unet, policy.scheduler, traj.latents[:, 1], traj.latents[:, 2], t, cond, uncond, 5.0, 1.0
+        ).sum().backward()
         grad = policy.unet.conv_in.weight.grad.contiguous()
         assert set(seen) == {channels_last}
         results.append((traj, policy.decode(traj.latents[:, -1]), grad))

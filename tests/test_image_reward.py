@@ -8,7 +8,24 @@ from parrot_t2i.rewards import build_reward
 from parrot_t2i.rewards.blip import MEAN, STD, blip_to_transformers, save_image_reward
 from parrot_t2i.rewards.clip import ScoreHead
 
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "circle", "cat", "blue", "square", "on", "the", "night", "city", "at"]
+WORDS = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "a",
+    "red",
+    "circle",
+    "cat",
+    "blue",
+    "square",
+    "on",
+    "the",
+    "night",
+    "city",
+    "at",
+]
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +37,26 @@ def tiny_blip(tmp_path_factory):
     tokenizer = BertTokenizer(str(root / "vocab.txt"))
     tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
     torch.manual_seed(0)
-    text = dict(vocab_size=len(tokenizer), hidden_size=32, encoder_hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=40, bos_token_id=None, sep_token_id=None)
-    vision = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, layer_norm_eps=1e-6)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        encoder_hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=40,
+        bos_token_id=None,
+        sep_token_id=None,
+    )
+    vision = dict(
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        layer_norm_eps=1e-6,
+    )
     config = BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=16)
     return BlipForImageTextRetrieval(config).eval(), ScoreHead(32).eval(), tokenizer
 
@@ -36,7 +71,14 @@ def to_original_layout(model, head) -> dict:
         "vision_model.post_layernorm.weight": "norm.weight",
         "vision_model.post_layernorm.bias": "norm.bias",
     }
-    block = {"layer_norm1": "norm1", "layer_norm2": "norm2", "self_attn.qkv": "attn.qkv", "self_attn.projection": "attn.proj", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+    block = {
+        "layer_norm1": "norm1",
+        "layer_norm2": "norm2",
+        "self_attn.qkv": "attn.qkv",
+        "self_attn.projection": "attn.proj",
+        "mlp.fc1": "mlp.fc1",
+        "mlp.fc2": "mlp.fc2",
+    }
     out = {}
     for key, value in model.state_dict().items():
         if key in vision:
@@ -58,7 +100,9 @@ def test_image_reward_converts_and_scores_as_blip_plus_head(tiny_blip, tmp_path)
     state = to_original_layout(model, head)
     blip, head_state, skipped = blip_to_transformers(state)
     assert blip.keys() == {k for k in model.state_dict()}  # every tower weight, renamed back exactly
-    assert skipped == ["text_encoder.embeddings.position_ids", "visual_encoder_m.cls_token"] and set(head_state) == set(head.state_dict())
+    assert skipped == ["text_encoder.embeddings.position_ids", "visual_encoder_m.cls_token"] and set(head_state) == set(
+        head.state_dict()
+    )
     out = save_image_reward(state, model.config, tokenizer, tmp_path / "ir")
     reward = build_reward({"name": "image_reward", "args": {"model": str(out)}})
 
@@ -71,10 +115,14 @@ def test_image_reward_converts_and_scores_as_blip_plus_head(tiny_blip, tmp_path)
     from parrot_t2i.rewards.clip import Preprocess, clip_preprocess
 
     with torch.no_grad():
-        patches = model.vision_model(pixel_values=clip_preprocess(images, Preprocess(32, 32, CLIP_MEAN, CLIP_STD))).last_hidden_state
+        patches = model.vision_model(
+            pixel_values=clip_preprocess(images, Preprocess(32, 32, CLIP_MEAN, CLIP_STD))
+        ).last_hidden_state
         tokens = tokenizer(prompts, padding="max_length", max_length=35, truncation=True, return_tensors="pt")
         assert tokens.input_ids.shape == (3, 35) and (tokens.input_ids[:, 0] == tokenizer.cls_token_id).all()
-        cls = model.text_encoder(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, encoder_hidden_states=patches).last_hidden_state[:, 0]
+        cls = model.text_encoder(
+            input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, encoder_hidden_states=patches
+        ).last_hidden_state[:, 0]
         expected = (head(cls) - MEAN) / STD
     torch.testing.assert_close(scores, expected, atol=1e-5, rtol=0)
     assert scores.std() > 0
@@ -98,7 +146,15 @@ def test_conversion_script_builds_blip_large_from_med_config():
 
     from transformers import BlipForImageTextRetrieval
 
-    med = {"vocab_size": 30524, "hidden_size": 768, "encoder_width": 1024, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12, "max_position_embeddings": 512}
+    med = {
+        "vocab_size": 30524,
+        "hidden_size": 768,
+        "encoder_width": 1024,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "max_position_embeddings": 512,
+    }
     sys.path.insert(0, "scripts")
     try:
         config = import_module("convert_image_reward").blip_config(med)

@@ -8,7 +8,6 @@ import torch
 
 from parrot_t2i.config import ConfigError, EvalConfig, load_config
 from parrot_t2i.diffusion import eq5_positive, original_prompt_guidance
-from parrot_t2i.mini.world import unsupported_words
 from parrot_t2i.errors import ParrotError
 from parrot_t2i.evaluate import (
     Inference,
@@ -21,6 +20,7 @@ from parrot_t2i.identifiers import (
     parse_identifiers,
     with_identifiers,
 )
+from parrot_t2i.mini.world import unsupported_words
 from parrot_t2i.pen import PromptExpander
 from parrot_t2i.t2i import T2IPolicy
 
@@ -49,9 +49,14 @@ def test_config_identifiers_and_inference_settings():
     config = load_config(None, ["eval.identifiers=2,4", "eval.w1=3", "eval.w2=1.5"])
     inference = inference_from_config(config, expander=None)
     assert inference.identifiers == ["<reward 2>", "<reward 4>"] and (inference.w1, inference.w2) == (3.0, 1.5)
-    assert inference_from_config(load_config(None, ["prompts.identifiers=false"]), None).identifiers == []  # never trained with them
+    assert (
+        inference_from_config(load_config(None, ["prompts.identifiers=false"]), None).identifiers == []
+    )  # never trained with them
     assert inference_from_config(load_config(None, ["eval.identifiers=3"]), None).identifiers == ["<reward 3>"]
-    assert inference_from_config(load_config(None, ["eval.identifiers=[1, 3]"]), None).identifiers == ["<reward 1>", "<reward 3>"]
+    assert inference_from_config(load_config(None, ["eval.identifiers=[1, 3]"]), None).identifiers == [
+        "<reward 1>",
+        "<reward 3>",
+    ]
     with pytest.raises(ConfigError, match="eval.identifiers 7: expected 'all', 'none' or reward numbers 1..4"):
         load_config(None, ["eval.identifiers=7"])
 
@@ -66,10 +71,14 @@ def test_original_prompt_guidance_in_the_sampler_reduces_to_cfg(mini_policy):
     common = dict(seed=5, num_inference_steps=4)
     cfg5 = generate(mini_policy, prompts, guidance_scale=5.0, **common)
     # ĉ = c with w1 + w2 = w is plain CFG with w (three batched branches vs two).
-    torch.testing.assert_close(generate(mini_policy, prompts, originals=prompts, w1=3.0, w2=2.0, **common), cfg5, atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        generate(mini_policy, prompts, originals=prompts, w1=3.0, w2=2.0, **common), cfg5, atol=1e-4, rtol=0
+    )
     # w2 = 0 ignores the expansion: plain CFG on the original prompt with w1.
     other = ["a yellow cross on a black background", "a green triangle"]
-    torch.testing.assert_close(generate(mini_policy, other, originals=prompts, w1=5.0, w2=0.0, **common), cfg5, atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        generate(mini_policy, other, originals=prompts, w1=5.0, w2=0.0, **common), cfg5, atol=1e-4, rtol=0
+    )
     # With weight on the expansion, the expansion changes the images.
     assert (generate(mini_policy, other, originals=prompts, w1=5.0, w2=5.0, **common) - cfg5).abs().max() > 0.05
 
@@ -81,7 +90,9 @@ def test_expansions_are_shortened_to_fit_the_t2i_text_encoder(mini_policy):
     identifiers = identifier_strings(4)
     inference = replace(inference_from_config(load_config(None), pen), identifiers=identifiers, seed=0)
     expansions, conditioned = conditioned_prompts(mini_policy, prompts, inference)
-    assert expansions == full.texts and conditioned == [" ".join(identifiers + [e]) for e in full.texts]  # they fit: unchanged
+    assert expansions == full.texts and conditioned == [
+        " ".join(identifiers + [e]) for e in full.texts
+    ]  # they fit: unchanged
 
     limit = 14  # as if the text encoder took 14 tokens: bos, the row's identifier, 11 of ĉ, eos
     count = lambda row, text: len(mini_policy.tokenizer(f"<reward {row + 1}> {text}").input_ids)
@@ -97,11 +108,24 @@ def test_expansions_are_shortened_to_fit_the_t2i_text_encoder(mini_policy):
 
 def test_inference_settings_have_one_source():
     # No field of Inference carries a default of its own: every setting comes from a config.
-    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in dataclasses.fields(Inference))
-    config = load_config(None, ["eval.w1=4", "eval.guidance_rescale=0.3", "sample.guidance_scale=6", "prompts.identifiers=true"])
+    assert all(
+        f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        for f in dataclasses.fields(Inference)
+    )
+    config = load_config(
+        None, ["eval.w1=4", "eval.guidance_rescale=0.3", "sample.guidance_scale=6", "prompts.identifiers=true"]
+    )
     inference = inference_from_config(config, None)
-    assert (inference.w1, inference.w2, inference.guidance_rescale, inference.guidance_scale) == (4.0, EvalConfig().w2, 0.3, 6.0)
-    assert len(inference.identifiers) == 4 and inference_from_config(config, None, trained_identifiers=False).identifiers == []
+    assert (inference.w1, inference.w2, inference.guidance_rescale, inference.guidance_scale) == (
+        4.0,
+        EvalConfig().w2,
+        0.3,
+        6.0,
+    )
+    assert (
+        len(inference.identifiers) == 4
+        and inference_from_config(config, None, trained_identifiers=False).identifiers == []
+    )
 
 
 def test_guidance_rescale_matches_the_positive_branch_std(mini_policy):
@@ -118,7 +142,12 @@ def test_guidance_rescale_matches_the_positive_branch_std(mini_policy):
     prompts = ["a red circle on a white background"]
     common = dict(seed=5, num_inference_steps=4)
     cfg = generate(mini_policy, prompts, guidance_scale=5.0, guidance_rescale=0.7, **common)
-    torch.testing.assert_close(generate(mini_policy, prompts, originals=prompts, w1=3.0, w2=2.0, guidance_rescale=0.7, **common), cfg, atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        generate(mini_policy, prompts, originals=prompts, w1=3.0, w2=2.0, guidance_rescale=0.7, **common),
+        cfg,
+        atol=1e-4,
+        rtol=0,
+    )
     assert (cfg - generate(mini_policy, prompts, guidance_scale=5.0, **common)).abs().max() > 0.01
 
 

@@ -50,7 +50,16 @@ def test_identifiers_a_tokenizer_would_split_become_one_token(tiny_sd_model, tmp
 
 
 def test_training_moves_the_vectors_and_a_run_reloads_them(tmp_path):
-    config = load_config("tiny", [f"train.output_dir={tmp_path}", "sample.num_inference_steps=3", "model.train_identifiers=true", "rewards=[brightness, colorfulness]", "eval.file=null"])
+    config = load_config(
+        "tiny",
+        [
+            f"train.output_dir={tmp_path}",
+            "sample.num_inference_steps=3",
+            "model.train_identifiers=true",
+            "rewards=[brightness, colorfulness]",
+            "eval.file=null",
+        ],
+    )
     run = setup_run(config, tmp_path)
     start = run.policy.identifiers.embeddings.detach().clone()
     train_iteration(run)

@@ -82,7 +82,10 @@ def test_render_pixels_follow_the_attributes():
 
 def test_caption_names_every_attribute_and_parses_back():
     assert caption(SCENE) == "a large vivid red circle at the left on a dark blue background, plain, sharp, bright"
-    assert short_prompt(SCENE) == "a red circle" and short_prompt(SCENE, with_background=True) == "a red circle on a dark blue background"
+    assert (
+        short_prompt(SCENE) == "a red circle"
+        and short_prompt(SCENE, with_background=True) == "a red circle on a dark blue background"
+    )
     for scene in scenes(200):
         assert parse_prompt(caption(scene)) == scene_dict(scene)
 
@@ -154,7 +157,10 @@ def test_fit_resumes_bit_for_bit(tmp_path):
 def test_shipped_t2i_loads_like_stable_diffusion():
     policy = T2IPolicy.from_pretrained("builtin:mini")
     assert policy.vae is None and policy.resolution == 32 and policy.latent_shape() == (3, 32, 32)
-    assert policy.scheduler.config.prediction_type == "v_prediction" and policy.scheduler.config.timestep_spacing == "trailing"
+    assert (
+        policy.scheduler.config.prediction_type == "v_prediction"
+        and policy.scheduler.config.timestep_spacing == "trailing"
+    )
     assert all(len(policy.tokenizer(i, add_special_tokens=False).input_ids) == 1 for i in IDENTIFIERS)
     params = sum(p.numel() for p in policy.unet.parameters())
     assert 1.3e6 < params < 1.5e6
@@ -173,7 +179,12 @@ def test_shipped_alignment_prefers_the_true_caption():
     reward = build_reward("mini_alignment")
     assert isinstance(reward.model, AlignmentModel)
     image = render([SCENE], jitter=False).expand(4, -1, -1, -1)
-    texts = ["a red circle on a dark blue background", "a blue circle on a dark blue background", "a red square on a dark blue background", "a red circle on a white background"]
+    texts = [
+        "a red circle on a dark blue background",
+        "a blue circle on a dark blue background",
+        "a red square on a dark blue background",
+        "a red circle on a white background",
+    ]
     scores = reward(image, texts)
     assert scores.argmax() == 0 and scores[0] > 0.3
 
@@ -206,7 +217,9 @@ def test_shipped_pen_expands_prompts_faithfully():
 def test_analytic_rewards_by_hand():
     grey = torch.full((1, 3, 32, 32), 0.5)
     torch.testing.assert_close(build_reward("mini_sentiment")(grey, [""]), torch.sigmoid(torch.tensor([-0.8])))
-    torch.testing.assert_close(build_reward("mini_aesthetic")(grey, [""]), torch.zeros(1))  # no contrast, edges or subject
+    torch.testing.assert_close(
+        build_reward("mini_aesthetic")(grey, [""]), torch.zeros(1)
+    )  # no contrast, edges or subject
     aesthetic = build_reward("mini_aesthetic")
     left, centre = render([variant(position="left"), variant(position="center")], jitter=False)
     assert aesthetic(left[None], [""]) > aesthetic(centre[None], [""]) + 0.2  # the thirds composition term

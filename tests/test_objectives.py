@@ -34,29 +34,42 @@ def test_parrot_eq4_arithmetic_written_out():
 
 
 def test_global_selection_compares_across_prompts():
-    selection = Objective(ObjectiveConfig(reward_normalization="none", name="parrot", selection="global"), NAMES)(REWARDS, GROUPS, INDEX)
+    selection = Objective(ObjectiveConfig(reward_normalization="none", name="parrot", selection="global"), NAMES)(
+        REWARDS, GROUPS, INDEX
+    )
     # [0.4,0.3,0.6] is not dominated by anything in group 0 either; [0.3,0.3,0.3] still is.
     assert selection.selected.tolist() == [True, True, False, False, True, True]
-    selection = Objective(ObjectiveConfig(reward_normalization="none", name="parrot", selection="global"), ["a"])(torch.tensor([[1.0], [2.0]]), torch.tensor([0, 1]), torch.tensor([0, 0]))
+    selection = Objective(ObjectiveConfig(reward_normalization="none", name="parrot", selection="global"), ["a"])(
+        torch.tensor([[1.0], [2.0]]), torch.tensor([0, 1]), torch.tensor([0, 0])
+    )
     assert selection.selected.tolist() == [False, True]
 
 
 def test_weighted_sum_and_single():
-    ws = Objective(ObjectiveConfig(reward_normalization="none", name="weighted_sum", weights=[0.5, 0.25, 0.25]), NAMES)(REWARDS, GROUPS, INDEX)
+    ws = Objective(ObjectiveConfig(reward_normalization="none", name="weighted_sum", weights=[0.5, 0.25, 0.25]), NAMES)(
+        REWARDS, GROUPS, INDEX
+    )
     expected = (REWARDS @ torch.tensor([0.5, 0.25, 0.25])) / 6
     torch.testing.assert_close(ws.weights, expected)
     assert ws.selected.all()
     equal = Objective(ObjectiveConfig(reward_normalization="none", name="weighted_sum"), NAMES)(REWARDS, GROUPS, INDEX)
     torch.testing.assert_close(equal.weights, REWARDS.mean(1) / 6)
-    single = Objective(ObjectiveConfig(reward_normalization="none", name="single", reward="preference"), NAMES)(REWARDS, GROUPS, INDEX)
+    single = Objective(ObjectiveConfig(reward_normalization="none", name="single", reward="preference"), NAMES)(
+        REWARDS, GROUPS, INDEX
+    )
     torch.testing.assert_close(single.weights, REWARDS[:, 1] / 6)
 
 
 def test_pure_functions_directly():
     selected = torch.tensor([True, False])
-    torch.testing.assert_close(parrot_weights(torch.tensor([[2.0, 3.0], [5.0, 7.0]]), torch.tensor([1, 0]), selected), torch.tensor([3.0, 0.0]))
+    torch.testing.assert_close(
+        parrot_weights(torch.tensor([[2.0, 3.0], [5.0, 7.0]]), torch.tensor([1, 0]), selected), torch.tensor([3.0, 0.0])
+    )
     valid = torch.tensor([True, True])
-    torch.testing.assert_close(weighted_sum_weights(torch.tensor([[2.0, 4.0], [0.0, 2.0]]), torch.tensor([0.5, 0.5]), valid), torch.tensor([1.5, 0.5]))
+    torch.testing.assert_close(
+        weighted_sum_weights(torch.tensor([[2.0, 4.0], [0.0, 2.0]]), torch.tensor([0.5, 0.5]), valid),
+        torch.tensor([1.5, 0.5]),
+    )
 
 
 def test_normalisation_batch_and_group():
@@ -68,7 +81,9 @@ def test_normalisation_batch_and_group():
     group = normalize_rewards(rewards, valid, torch.tensor([0, 0, 1, 1]))
     torch.testing.assert_close(group[:, 0], torch.tensor([-1.0, 1.0, -1.0, 1.0]), atol=1e-5, rtol=0)
     # A lone group member maps to 0, and invalid rows are zero and ignored by the statistics.
-    lone = normalize_rewards(torch.tensor([[4.0], [1.0], [float("nan")]]), torch.tensor([True, True, False]), torch.tensor([0, 1, 1]))
+    lone = normalize_rewards(
+        torch.tensor([[4.0], [1.0], [float("nan")]]), torch.tensor([True, True, False]), torch.tensor([0, 1, 1])
+    )
     assert lone[:, 0].tolist() == [0.0, 0.0, 0.0]
 
 
@@ -82,7 +97,11 @@ def test_normalisation_changes_values_not_selection():
 def test_non_finite_rewards_get_zero_weight_everywhere():
     rewards = REWARDS.clone()
     rewards[0, 1] = float("nan")
-    for config in (ObjectiveConfig(reward_normalization="none", name="parrot"), ObjectiveConfig(reward_normalization="none", name="weighted_sum"), ObjectiveConfig(name="parrot", reward_normalization="batch")):
+    for config in (
+        ObjectiveConfig(reward_normalization="none", name="parrot"),
+        ObjectiveConfig(reward_normalization="none", name="weighted_sum"),
+        ObjectiveConfig(name="parrot", reward_normalization="batch"),
+    ):
         selection = Objective(config, NAMES)(rewards, GROUPS, INDEX)
         assert selection.weights[0] == 0 and not selection.selected[0] and not selection.valid[0]
         assert torch.isfinite(selection.weights).all()
@@ -162,7 +181,12 @@ def test_normalize_then_sum_by_hand():
     # small r2's spread is (a weighted sum of raw rewards would ignore it).
     rewards = torch.tensor([[1.0, 10.0], [3.0, 10.0], [5.0, 0.0], [5.0, 0.01]])
     valid = torch.ones(4, dtype=torch.bool)
-    torch.testing.assert_close(normalize_then_sum(rewards, valid, torch.tensor([0, 0, 1, 1])), torch.tensor([-1.0, 1.0, -1.0, 1.0]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        normalize_then_sum(rewards, valid, torch.tensor([0, 0, 1, 1])),
+        torch.tensor([-1.0, 1.0, -1.0, 1.0]),
+        atol=1e-3,
+        rtol=0,
+    )
     selection = weights_of("normalize_then_sum", rewards, torch.tensor([0, 0, 1, 1]))
     torch.testing.assert_close(selection.weights, torch.tensor([-0.25, 0.25, -0.25, 0.25]), atol=1e-3, rtol=0)
 
@@ -180,7 +204,11 @@ def test_rank_credits_respect_the_scope():
 def test_random_control_is_zero_mean_per_group_and_seeded():
     groups = torch.tensor([0, 0, 0, 1, 1, 1])
     rewards = torch.rand(6, 2)
-    draw = lambda seed: Objective(ObjectiveConfig(name="random"), ["r1", "r2"], seed=seed)(rewards, groups, torch.zeros(6, dtype=torch.long)).weights
+    draw = lambda seed: (
+        Objective(ObjectiveConfig(name="random"), ["r1", "r2"], seed=seed)(
+            rewards, groups, torch.zeros(6, dtype=torch.long)
+        ).weights
+    )
     first = draw(0)
     assert abs(float(first[:3].sum())) < 1e-6 and abs(float(first[3:].sum())) < 1e-6
     assert torch.equal(first, draw(0)) and not torch.equal(first, draw(1))

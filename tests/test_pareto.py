@@ -77,7 +77,11 @@ def brute_force_hypervolume(points, ref):
 
 
 @settings(max_examples=120, deadline=None)
-@given(st.integers(1, 4).flatmap(lambda k: st.lists(st.lists(st.integers(-1, 5), min_size=k, max_size=k), min_size=1, max_size=9)))
+@given(
+    st.integers(1, 4).flatmap(
+        lambda k: st.lists(st.lists(st.integers(-1, 5), min_size=k, max_size=k), min_size=1, max_size=9)
+    )
+)
 def test_hypervolume_matches_grid_brute_force(rows):
     points = np.array(rows, dtype=np.float64)
     ref = np.zeros(points.shape[1])
@@ -129,7 +133,10 @@ def test_front_ranks_and_dominance_counts_match_brute_force(rows, num_groups):
     assert front_ranks(torch.tensor(rewards)).tolist() == brute_force_ranks(rewards)
     assert front_ranks(torch.tensor(rewards), torch.tensor(groups)).tolist() == brute_force_ranks(rewards, groups)
     n = len(rows)
-    beats = [[groups[a] == groups[b] and all(rewards[a] >= rewards[b]) and any(rewards[a] > rewards[b]) for b in range(n)] for a in range(n)]
+    beats = [
+        [groups[a] == groups[b] and all(rewards[a] >= rewards[b]) and any(rewards[a] > rewards[b]) for b in range(n)]
+        for a in range(n)
+    ]
     expected = [sum(beats[i]) - sum(beats[j][i] for j in range(n)) for i in range(n)]
     assert dominance_counts(torch.tensor(rewards), torch.tensor(groups)).tolist() == expected
 

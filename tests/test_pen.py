@@ -62,7 +62,9 @@ def test_pen_loss_arithmetic_and_gradient_sign():
 def test_trained_pen_saves_and_loads_back(tmp_path, mode):
     pen = PromptExpander.from_pretrained("builtin:mini")
     params = pen.set_trainable(mode, lora_rank=4)
-    assert all(p.requires_grad for p in params) and (mode == "full") == (sum(p.numel() for p in params) == sum(p.numel() for p in pen.model.parameters()))
+    assert all(p.requires_grad for p in params) and (mode == "full") == (
+        sum(p.numel() for p in params) == sum(p.numel() for p in pen.model.parameters())
+    )
     out = pen.sample(["a red circle", "a blue square"], seed=4)
     optimizer = torch.optim.SGD(params, lr=0.5)
     pen_policy_gradient_loss(pen.token_log_probs(out), out.mask, torch.tensor([1.0, -1.0])).backward()
@@ -103,7 +105,9 @@ def test_sft_batch_labels_only_the_expansion_and_eos():
     from parrot_t2i.pen_sft import sft_batch
 
     pen = PromptExpander.from_pretrained("builtin:mini")
-    ids, mask, labels = sft_batch(pen, [("a red circle", "a small red circle"), ("a cross", "a large blue cross at the top")])
+    ids, mask, labels = sft_batch(
+        pen, [("a red circle", "a small red circle"), ("a cross", "a large blue cross at the top")]
+    )
     tok = pen.tokenizer
     for row, expansion in enumerate(["a small red circle", "a large blue cross at the top"]):
         target = labels[row][labels[row] != -100].tolist()

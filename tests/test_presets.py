@@ -59,21 +59,38 @@ def preset_on_tiny_models(preset, tiny_model, models, tmp_path, *extra):
     )
 
 
-@pytest.mark.parametrize(("preset", "model"), [("sd15-paper", "tiny_sd_model"), ("sd15-lora-24gb", "tiny_sd_model"), ("sdxl-lora", "tiny_sdxl_model")])
+@pytest.mark.parametrize(
+    ("preset", "model"),
+    [("sd15-paper", "tiny_sd_model"), ("sd15-lora-24gb", "tiny_sd_model"), ("sdxl-lora", "tiny_sdxl_model")],
+)
 def test_preset_code_path_trains_one_iteration_on_tiny_models(preset, model, request, tiny_real_models, tmp_path):
     tiny_model = request.getfixturevalue(model)
     config = preset_on_tiny_models(preset, tiny_model, tiny_real_models, tmp_path)
     faithful = load_config(preset)
-    assert (config.model.trainable, config.train.mixed_precision, config.objective.reward_normalization) == (faithful.model.trainable, faithful.train.mixed_precision, "none")
+    assert (config.model.trainable, config.train.mixed_precision, config.objective.reward_normalization) == (
+        faithful.model.trainable,
+        faithful.train.mixed_precision,
+        "none",
+    )
     run = setup_run(config, tmp_path / "probe")
-    assert run.policy.vae is not None and run.policy.vae.use_slicing and run.policy.unet.is_gradient_checkpointing == config.model.gradient_checkpointing
+    assert (
+        run.policy.vae is not None
+        and run.policy.vae.use_slicing
+        and run.policy.unet.is_gradient_checkpointing == config.model.gradient_checkpointing
+    )
     run_dir = train(config)
     metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
     for name in ("laion_aesthetic", "pickscore", "clip_score", "clip_sentiment"):
         assert torch.isfinite(torch.tensor(metrics[f"reward/{name}/mean"]))
     assert metrics["grad_norm"] > 0 and metrics["pen/grad_norm"] > 0  # both networks got a gradient and a step
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["eval_images"] == 2 and set(summary["after"]) == {"laion_aesthetic", "pickscore", "clip_score", "clip_sentiment", "average"}
+    assert summary["eval_images"] == 2 and set(summary["after"]) == {
+        "laion_aesthetic",
+        "pickscore",
+        "clip_score",
+        "clip_sentiment",
+        "average",
+    }
     saved, checkpoint = open_run(run_dir)
     trained, base = run_policy(saved, checkpoint), T2IPolicy.from_pretrained(str(tiny_model))
     base_params = dict(base.unet.named_parameters())
@@ -93,10 +110,26 @@ def test_preset_code_path_trains_one_iteration_on_tiny_models(preset, model, req
 def test_presets_without_their_weights_fail_with_one_clear_line(capsys, tmp_path):
     from parrot_t2i.cli import main
 
-    argv = ["train", "--config", "sd15-paper", "--output-dir", str(tmp_path / "run"), "--set", "prompts.prompts=['a cat']"]
+    argv = [
+        "train",
+        "--config",
+        "sd15-paper",
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--set",
+        "prompts.prompts=['a cat']",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "reward 'laion_aesthetic' needs its head weights" in err and "convert_laion_aesthetic.py" in err
+    assert (
+        len(err.splitlines()) == 1
+        and "reward 'laion_aesthetic' needs its head weights" in err
+        and "convert_laion_aesthetic.py" in err
+    )
     assert main([*argv, "--set", "rewards=[clip_score]"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "could not load model 'stable-diffusion-v1-5/stable-diffusion-v1-5'" in err and "HF_HOME" in err
+    assert (
+        len(err.splitlines()) == 1
+        and "could not load model 'stable-diffusion-v1-5/stable-diffusion-v1-5'" in err
+        and "HF_HOME" in err
+    )

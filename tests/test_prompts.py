@@ -8,7 +8,7 @@ from parrot_t2i.prompts import read_prompt_file
 PARTI = (
     "Prompt\tCategory\tChallenge\tNote\n"
     "bond\tAbstract\tBasic\tBiology-inspired concepts with multiple meanings\n"
-    'a cat sitting on a mat\tAnimals\tBasic\t\n'
+    "a cat sitting on a mat\tAnimals\tBasic\t\n"
     "a red cube on top of a blue sphere\tArtifacts\tProperties & Positioning\tcolour binding\n"
     "an owl wearing a tuxedo, oil painting\tAnimals\tImagination\t\n"
 )
@@ -17,10 +17,23 @@ PARTI = (
 def test_partiprompts_tsv_and_selectors(tmp_path):
     path = tmp_path / "PartiPrompts.tsv"
     path.write_text(PARTI)
-    assert read_prompt_file(str(path), "eval.file") == ["bond", "a cat sitting on a mat", "a red cube on top of a blue sphere", "an owl wearing a tuxedo, oil painting"]
-    assert read_prompt_file(f"{path}#Category=Animals", "eval.file") == ["a cat sitting on a mat", "an owl wearing a tuxedo, oil painting"]
-    assert read_prompt_file(f"{path}#Challenge=Properties & Positioning", "eval.file") == ["a red cube on top of a blue sphere"]
-    with pytest.raises(ConfigError, match="selector '#Colour=red' must be COLUMN=VALUE with a column of \\['Prompt', 'Category', 'Challenge', 'Note'\\]"):
+    assert read_prompt_file(str(path), "eval.file") == [
+        "bond",
+        "a cat sitting on a mat",
+        "a red cube on top of a blue sphere",
+        "an owl wearing a tuxedo, oil painting",
+    ]
+    assert read_prompt_file(f"{path}#Category=Animals", "eval.file") == [
+        "a cat sitting on a mat",
+        "an owl wearing a tuxedo, oil painting",
+    ]
+    assert read_prompt_file(f"{path}#Challenge=Properties & Positioning", "eval.file") == [
+        "a red cube on top of a blue sphere"
+    ]
+    with pytest.raises(
+        ConfigError,
+        match="selector '#Colour=red' must be COLUMN=VALUE with a column of \\['Prompt', 'Category', 'Challenge', 'Note'\\]",
+    ):
         read_prompt_file(f"{path}#Colour=red", "eval.file")
     with pytest.raises(ConfigError, match="holds no prompts"):
         read_prompt_file(f"{path}#Category=Vehicles", "eval.file")

@@ -21,17 +21,53 @@ class Images(HTMLParser):
 
 def test_evaluate_writes_a_self_contained_report(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--config", "tiny", "--set", "train.num_iterations=1", "--set", "sample.num_inference_steps=2", "--set", "eval.file=null", "--output-dir", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "tiny",
+                "--set",
+                "train.num_iterations=1",
+                "--set",
+                "sample.num_inference_steps=2",
+                "--set",
+                "eval.file=null",
+                "--output-dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
     prompts = tmp_path / "parti.tsv"
-    prompts.write_text("Prompt\tCategory\tChallenge\tNote\na red circle\tShapes\tBasic\t\na blue square\tShapes\tBasic\t\na cat\tAnimals\tBasic\t\n")
+    prompts.write_text(
+        "Prompt\tCategory\tChallenge\tNote\na red circle\tShapes\tBasic\t\na blue square\tShapes\tBasic\t\na cat\tAnimals\tBasic\t\n"
+    )
     out = tmp_path / "report"
-    argv = ["evaluate", "--run", str(run), "--model", "builtin:tiny", "--prompts", f"{prompts}#Category=Shapes", "--images-per-prompt", "2", "--rewards", "brightness,colorfulness", "--out", str(out)]
+    argv = [
+        "evaluate",
+        "--run",
+        str(run),
+        "--model",
+        "builtin:tiny",
+        "--prompts",
+        f"{prompts}#Category=Shapes",
+        "--images-per-prompt",
+        "2",
+        "--rewards",
+        "brightness,colorfulness",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert [e["label"] for e in results["entries"]] == ["run", "builtin:tiny"]
     # The reference is each reward's 10% quantile over the first entry's images, stated in the report.
     first = results["entries"][0]
-    assert results["hypervolume_reference_is"] == "each reward's 10% quantile over the images of 'run'" and len(results["hypervolume_reference"]) == 2
+    assert (
+        results["hypervolume_reference_is"] == "each reward's 10% quantile over the images of 'run'"
+        and len(results["hypervolume_reference"]) == 2
+    )
     for entry in results["entries"]:
         assert entry["images"] == 4 and set(entry["rewards"]) == {"brightness", "colorfulness", "average"}
         brightness = entry["rewards"]["brightness"]
@@ -40,18 +76,35 @@ def test_evaluate_writes_a_self_contained_report(tmp_path, capsys):
     assert results["entries"][0]["examples"][0]["prompt"] == "a red circle"  # the run expanded it with its PEN
     parser = Images()
     parser.feed((out / "report.html").read_text())
-    assert parser.tables == 1 and sorted(parser.files) == sorted(results["plots"]) and all(s.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,")) for s in parser.sources)
+    assert (
+        parser.tables == 1
+        and sorted(parser.files) == sorted(results["plots"])
+        and all(s.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,")) for s in parser.sources)
+    )
     assert sum(s.startswith("data:image/svg+xml") for s in parser.sources) == 1  # the one front plot, as SVG
     assert (out / "front_brightness_colorfulness.svg").is_file()
     assert {"grid_0.png", "grid_1.png", "front_brightness_colorfulness.png"} <= {p.name for p in out.iterdir()}
     report = (out / "report.md").read_text()
-    assert first["hypervolume_per_prompt"] > 0  # 10% of its images sit at or below the reference, the rest cover some volume
-    assert "| run |" in report and "| builtin:tiny |" in report and "HV per prompt: the reward-space volume" in report and "](front_brightness_colorfulness.png)" in report and "![brightness vs colorfulness: every image" in report
+    assert (
+        first["hypervolume_per_prompt"] > 0
+    )  # 10% of its images sit at or below the reference, the rest cover some volume
+    assert (
+        "| run |" in report
+        and "| builtin:tiny |" in report
+        and "HV per prompt: the reward-space volume" in report
+        and "](front_brightness_colorfulness.png)" in report
+        and "![brightness vs colorfulness: every image" in report
+    )
     assert "wrote" in capsys.readouterr().out
 
     assert main(["evaluate", "--model", "builtin:tiny", "--out", str(out)]) == 2
     assert "--rewards is needed" in capsys.readouterr().err
-    assert main(["evaluate", "--model", "builtin:tiny", "--rewards", "brightness", "--reference", "0,1", "--out", str(out)]) == 2
+    assert (
+        main(
+            ["evaluate", "--model", "builtin:tiny", "--rewards", "brightness", "--reference", "0,1", "--out", str(out)]
+        )
+        == 2
+    )
     assert "--reference needs one value per reward" in capsys.readouterr().err
 
 

@@ -21,14 +21,33 @@ PROBE = "<script>addEventListener('load', () => { const all = [...document.image
 
 def chromium(*args: str) -> subprocess.CompletedProcess:
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]
-    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=600, check=False)  # a hang guard only
+    return subprocess.run(
+        [CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=600, check=False
+    )  # a hang guard only
 
 
 def test_report_renders_in_a_real_browser(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\na blue square\n")
     out = tmp_path / "report"
-    assert main(["evaluate", "--model", "builtin:tiny", "--rewards", "brightness,colorfulness", "--prompts", str(prompts), "--images-per-prompt", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                "builtin:tiny",
+                "--rewards",
+                "brightness,colorfulness",
+                "--prompts",
+                str(prompts),
+                "--images-per-prompt",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     page = (out / "report.html").read_text()
     images = len(re.findall(r"<img ", page))
     probe = out / "probe.html"
@@ -37,7 +56,9 @@ def test_report_renders_in_a_real_browser(tmp_path):
     loaded = chromium("--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert f"<title>images {images}/{images}</title>" in loaded.stdout, loaded.stdout[:500]
-    console = [line for line in loaded.stderr.splitlines() if "CONSOLE" in line and ("ERROR" in line or "Uncaught" in line)]
+    console = [
+        line for line in loaded.stderr.splitlines() if "CONSOLE" in line and ("ERROR" in line or "Uncaught" in line)
+    ]
     assert not console, console
 
     shots = Path(os.environ.get("PARROT_ARTIFACTS", tmp_path))

@@ -18,12 +18,22 @@ from parrot_t2i.trainer import train
 
 # Two rewards, so the Pareto set is a real front; the tiny preset trains the T2I model and the
 # mini PEN (LoRA) jointly, so both networks, both optimisers and every generator must come back.
-SETTINGS = ["rewards=[brightness, colorfulness]", "sample.num_inference_steps=3", "train.num_iterations=6", "train.checkpoint_every=1", "eval.file=null", "train.log_images_every=0"]
+SETTINGS = [
+    "rewards=[brightness, colorfulness]",
+    "sample.num_inference_steps=3",
+    "train.num_iterations=6",
+    "train.checkpoint_every=1",
+    "eval.file=null",
+    "train.log_images_every=0",
+]
 
 
 def final_weights(run_dir):
     checkpoint = run_dir / "checkpoints" / "iter_000006"
-    return {**load_file(checkpoint / "unet_trainable.safetensors"), **{f"pen.{k}": v for k, v in load_file(checkpoint / "pen" / "adapter_model.safetensors").items()}}
+    return {
+        **load_file(checkpoint / "unet_trainable.safetensors"),
+        **{f"pen.{k}": v for k, v in load_file(checkpoint / "pen" / "adapter_model.safetensors").items()},
+    }
 
 
 def assert_bit_equal(a, b):
@@ -36,7 +46,17 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     reference = train(load_config("tiny", [*SETTINGS, f"train.output_dir={tmp_path / 'reference'}"]))
 
     run_dir = tmp_path / "killed"
-    command = [sys.executable, "-m", "parrot_t2i.cli", "train", "--config", "tiny", *[a for s in SETTINGS for a in ("--set", s)], "--output-dir", str(run_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "parrot_t2i.cli",
+        "train",
+        "--config",
+        "tiny",
+        *[a for s in SETTINGS for a in ("--set", s)],
+        "--output-dir",
+        str(run_dir),
+    ]
     log = tmp_path / "stderr.txt"
     with open(log, "w") as err_file:  # a file, not a pipe: a full pipe would stall the child
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err_file, text=True)
@@ -85,7 +105,9 @@ def test_decoupled_ablation_resumes_in_its_second_phase(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "train_iteration", real_iteration)
     cut = tmp_path / "cut"
     middle = load_file(cut / "checkpoints" / "iter_000004" / "unet_trainable.safetensors")
-    assert_bit_equal(middle, load_file(cut / "checkpoints" / "iter_000003" / "unet_trainable.safetensors"))  # phase 1's T2I, not the base
+    assert_bit_equal(
+        middle, load_file(cut / "checkpoints" / "iter_000003" / "unet_trainable.safetensors")
+    )  # phase 1's T2I, not the base
 
     train(config, resume=cut)
     assert_bit_equal(final_weights(cut), final_weights(reference))
@@ -106,9 +128,16 @@ def cut_short(path):
     path.write_bytes(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("damaged", ["unet_trainable.safetensors", "pen/adapter_model.safetensors", "state/optimizers.pt"])
+@pytest.mark.parametrize(
+    "damaged", ["unet_trainable.safetensors", "pen/adapter_model.safetensors", "state/optimizers.pt"]
+)
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, caplog, damaged):
-    run_dir = train(load_config("tiny", [*SETTINGS, "train.num_iterations=2", "train.checkpoint_every=1", f"train.output_dir={tmp_path / 'run'}"]))
+    run_dir = train(
+        load_config(
+            "tiny",
+            [*SETTINGS, "train.num_iterations=2", "train.checkpoint_every=1", f"train.output_dir={tmp_path / 'run'}"],
+        )
+    )
     cut_short(run_dir / "checkpoints" / "iter_000002" / damaged)
     checkpoint, done = resumable_checkpoint(run_dir)
     assert (checkpoint.name, done) == ("iter_000001", 1)
@@ -116,7 +145,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     assert main(["generate", "a red circle", "--run", str(run_dir), "--n", "1", "--steps", "1", "--out", str(out)]) == 0
     assert json.loads(out.with_suffix(".json").read_text())["model"].endswith("iter_000001")
     assert f"{damaged} is damaged (cut short): using the checkpoint before iter_000002" in caplog.text
-    assert main(["train", "--resume", str(run_dir), "--set", "train.num_iterations=3"]) == 0  # iterations 2 and 3 run again
+    assert (
+        main(["train", "--resume", str(run_dir), "--set", "train.num_iterations=3"]) == 0
+    )  # iterations 2 and 3 run again
     assert [json.loads(line)["iteration"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     capsys.readouterr()
     for checkpoint in (run_dir / "checkpoints").glob("iter_*"):

@@ -47,7 +47,7 @@ def test_unknown_reward_lists_known_names():
 def test_user_callables_by_module_and_function(monkeypatch):
     module = types.ModuleType("my_rewards")
     module.mean_red = lambda images, prompts: images[:, 0].mean(dim=(1, 2))
-    module.make_scaled = lambda scale: (lambda images, prompts: [scale * len(p) for p in prompts])
+    module.make_scaled = lambda scale: lambda images, prompts: [scale * len(p) for p in prompts]
     monkeypatch.setitem(sys.modules, "my_rewards", module)
     images = torch.rand(2, 3, 4, 4)
     reward = build_reward("my_rewards:mean_red")

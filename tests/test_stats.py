@@ -31,4 +31,6 @@ def test_summarize_adds_the_average_column():
     scores = torch.tensor([[1.0, 3.0], [3.0, 5.0]])
     table = summarize(scores, ["a", "b"])
     assert table["a"]["mean"] == 2.0 and table["b"]["mean"] == 4.0 and table["average"]["mean"] == 3.0
-    assert table["a"]["n"] == 2 and table["a"]["ci95"] == pytest.approx(12.7062047 * math.sqrt(2) / math.sqrt(2), rel=1e-6)
+    assert table["a"]["n"] == 2 and table["a"]["ci95"] == pytest.approx(
+        12.7062047 * math.sqrt(2) / math.sqrt(2), rel=1e-6
+    )

@@ -97,7 +97,9 @@ def test_sdxl_encoding_matches_the_diffusers_pipeline(tiny_sdxl_model):
     prompts = ["a red circle", "a cat"]
     cond = policy.encode(prompts)
     pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_model)
-    embeds, negative, pooled, negative_pooled = pipe.encode_prompt(prompts, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True)
+    embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+        prompts, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True
+    )
     torch.testing.assert_close(cond.embeds, embeds)
     torch.testing.assert_close(cond.added["text_embeds"], pooled)
     assert cond.added["time_ids"].tolist() == [[16, 16, 0, 0, 16, 16]] * 2  # original size, crop (0, 0), target size
@@ -115,7 +117,15 @@ def test_sdxl_sampler_reproduces_the_pipeline_and_lora_loads_in_diffusers(tiny_s
     ours = generate(policy, ["a red circle"], seed=3, num_inference_steps=3, guidance_scale=4.0)
     pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_model)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    theirs = pipe(["a red circle"], num_inference_steps=3, guidance_scale=4.0, generator=torch.Generator().manual_seed(3), output_type="pt", height=16, width=16).images
+    theirs = pipe(
+        ["a red circle"],
+        num_inference_steps=3,
+        guidance_scale=4.0,
+        generator=torch.Generator().manual_seed(3),
+        output_type="pt",
+        height=16,
+        width=16,
+    ).images
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
 
     policy.set_trainable("lora", 2)

@@ -27,26 +27,47 @@ def test_round_robin_rewards_and_identifier_conditioning():
     assert groups.tolist() == [0, 0, 0, 1, 1, 1] and index.tolist() == [0, 1, 0, 0, 1, 0]
     expansions = ["a fluffy cat", "a cat, 4k", "a cat", "a dog", "a dog at noon", "a dog"]
     conditioned = condition(expansions, index, ["<aesthetic>", "<align>"])
-    assert conditioned == ["<aesthetic> a fluffy cat", "<align> a cat, 4k", "<aesthetic> a cat", "<aesthetic> a dog", "<align> a dog at noon", "<aesthetic> a dog"]
+    assert conditioned == [
+        "<aesthetic> a fluffy cat",
+        "<align> a cat, 4k",
+        "<aesthetic> a cat",
+        "<aesthetic> a dog",
+        "<align> a dog at noon",
+        "<aesthetic> a dog",
+    ]
     _, _, index = assign_rewards(["a cat"], 4, 2)
     assert condition(["a cat", "a cat"], index, None) == ["a cat", "a cat"] and index.tolist() == [0, 1]
 
 
 def test_per_prompt_reward_groups_follow_algorithm_1(tmp_path):
-    originals, groups, index = assign_rewards(["a cat", "a dog"], num_rewards=2, images_per_prompt=3, group_by="prompt_reward")
+    originals, groups, index = assign_rewards(
+        ["a cat", "a dog"], num_rewards=2, images_per_prompt=3, group_by="prompt_reward"
+    )
     assert originals == ["a cat"] * 6 + ["a dog"] * 6
     assert groups.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert index.tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1]
     # In a run, the N images of one (prompt, k) share one expansion, and the PEN is credited with
     # each image's weight on that one expansion's tokens.
-    run = setup_run(tiny_config(tmp_path, "sample.group_by=prompt_reward", "sample.prompts_per_iteration=2", "sample.images_per_prompt=3", "rewards=[brightness, colorfulness]"), tmp_path)
+    run = setup_run(
+        tiny_config(
+            tmp_path,
+            "sample.group_by=prompt_reward",
+            "sample.prompts_per_iteration=2",
+            "sample.images_per_prompt=3",
+            "rewards=[brightness, colorfulness]",
+        ),
+        tmp_path,
+    )
     batch = train_iteration(run).batch
     assert batch.groups.tolist() == groups.tolist() and batch.reward_index.tolist() == index.tolist()
     for g in range(4):
         rows = (batch.groups == g).nonzero().squeeze(1)
         assert len({batch.expansions[r] for r in rows.tolist()}) == 1
         assert all(torch.equal(batch.pen_samples.ids[r], batch.pen_samples.ids[rows[0]]) for r in rows.tolist())
-        assert all(text.startswith(f"<reward {int(batch.reward_index[rows[0]]) + 1}> ") for text in (batch.conditioned[r] for r in rows.tolist()))
+        assert all(
+            text.startswith(f"<reward {int(batch.reward_index[rows[0]]) + 1}> ")
+            for text in (batch.conditioned[r] for r in rows.tolist())
+        )
     assert len(set(batch.expansions)) > 1  # different groups sampled their own
 
 
@@ -59,10 +80,15 @@ def test_prompt_files(tmp_path):
         load_prompts(load_config(None, [f"prompts.file={path}"]))
     with pytest.raises(ConfigError, match="does not exist"):
         load_prompts(load_config(None, [f"prompts.file={tmp_path / 'missing.txt'}"]))
-    with pytest.raises(ConfigError, match="unknown prompt set 'builtin:nope'.*builtin:mini-heldout, builtin:mini-train"):
+    with pytest.raises(
+        ConfigError, match="unknown prompt set 'builtin:nope'.*builtin:mini-heldout, builtin:mini-train"
+    ):
         load_prompts(load_config(None, ["prompts.file=builtin:nope"]))
     assert load_prompts(load_config(None, ["prompts.prompts=['a cat']"])) == ["a cat"]  # inline wins
-    train_prompts, held_out = load_prompts(load_config(None)), set(load_prompts(load_config(None, ["prompts.file=builtin:mini-heldout"])))
+    train_prompts, held_out = (
+        load_prompts(load_config(None)),
+        set(load_prompts(load_config(None, ["prompts.file=builtin:mini-heldout"]))),
+    )
     assert len(train_prompts) == 114 and len(held_out) == 30 and not held_out & set(train_prompts)
 
 
@@ -79,7 +105,12 @@ def snapshot(module):
         ["rewards=[brightness, colorfulness]", "objective.reward_normalization=group", "train.timestep_fraction=0.5"],
         ["train.clip_range=0.2", "train.num_inner_epochs=2", "train.batch_size=3"],
         ["objective.name=front_rank", "rewards=[brightness, colorfulness]", "objective.selection=global"],
-        ["objective.name=hv_contribution", "rewards=[brightness, colorfulness]", "sample.group_by=prompt_reward", "sample.images_per_prompt=2"],
+        [
+            "objective.name=hv_contribution",
+            "rewards=[brightness, colorfulness]",
+            "sample.group_by=prompt_reward",
+            "sample.images_per_prompt=2",
+        ],
     ],
 )
 def test_an_iteration_changes_trainable_weights_and_nothing_else(tmp_path, variant):
@@ -132,7 +163,10 @@ def test_packing_pairs_across_timesteps_leaves_the_gradient_unchanged(tmp_path):
     """Chunks of (sample, step) pairs with mixed timesteps give the gradient of one big chunk."""
     grads = []
     for batch_size in (3, 1000):
-        run = setup_run(tiny_config(tmp_path, f"train.batch_size={batch_size}", "train.timestep_fraction=0.6"), tmp_path / str(batch_size))
+        run = setup_run(
+            tiny_config(tmp_path, f"train.batch_size={batch_size}", "train.timestep_fraction=0.6"),
+            tmp_path / str(batch_size),
+        )
         run.optimizer.step = lambda run=run: grads.append([p.grad.clone() for p in run.params])
         assert 0 < train_iteration(run).stats["selected"] < 16
     assert len(grads) == 2
@@ -142,7 +176,12 @@ def test_packing_pairs_across_timesteps_leaves_the_gradient_unchanged(tmp_path):
 
 
 def test_timestep_subsampling_trains_on_a_fraction_of_the_steps(tmp_path):
-    run = setup_run(tiny_config(tmp_path, "objective.name=weighted_sum", "train.timestep_fraction=0.5", "sample.num_inference_steps=5"), tmp_path)
+    run = setup_run(
+        tiny_config(
+            tmp_path, "objective.name=weighted_sum", "train.timestep_fraction=0.5", "sample.num_inference_steps=5"
+        ),
+        tmp_path,
+    )
     result, update_calls = count_update_forwards(run)
     # ceil(0.5 · 5) = 3 steps per sample, all 16 samples in one chunk, both CFG branches.
     assert update_calls == [2 * len(result.images)] * 3
@@ -154,7 +193,16 @@ def mean_brightness(run, seed=123, n=16):
     cond = run.policy.encode([f"<reward 1> {p}" for p in prompts])
     uncond = run.uncond.expand(n)
     cfg = run.config.sample
-    traj = sample_trajectory(run.policy.unet, run.policy.scheduler, cond, uncond, run.policy.latent_shape(), cfg.guidance_scale, cfg.eta, torch.Generator().manual_seed(seed))
+    traj = sample_trajectory(
+        run.policy.unet,
+        run.policy.scheduler,
+        cond,
+        uncond,
+        run.policy.latent_shape(),
+        cfg.guidance_scale,
+        cfg.eta,
+        torch.Generator().manual_seed(seed),
+    )
     return run.policy.decode(traj.latents[:, -1]).mean().item()
 
 
@@ -185,7 +233,9 @@ def test_train_writes_a_complete_run_folder_and_never_overwrites(tmp_path, capsy
     assert set(summary["before"]) == set(summary["after"]) == {"brightness", "average"}
     assert "| brightness |" in capsys.readouterr().out and "| brightness |" in (run_dir / "summary.md").read_text()
     report = json.loads((run_dir / "report" / "results.json").read_text())
-    assert [e["label"] for e in report["entries"]] == ["before", "after"] and report["entries"][1]["source"].endswith("iter_000003")
+    assert [e["label"] for e in report["entries"]] == ["before", "after"] and report["entries"][1]["source"].endswith(
+        "iter_000003"
+    )
     assert report["entries"][0]["rewards"]["brightness"]["mean"] == pytest.approx(summary["before"]["brightness"])
     assert (run_dir / "reward_curves.png").is_file() and "figure_0.png" in report["plots"]
     assert train(config) == tmp_path / "run-2"
@@ -201,7 +251,9 @@ def test_summary_without_eval_set_reports_training_batches(tmp_path, capsys):
 
 def test_non_finite_rewards_are_excluded_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
     module = types.ModuleType("flaky_rewards")
-    module.half_nan = lambda images, prompts: torch.where(torch.arange(len(images)) % 2 == 0, images.mean(dim=(1, 2, 3)), torch.tensor(float("nan")))
+    module.half_nan = lambda images, prompts: torch.where(
+        torch.arange(len(images)) % 2 == 0, images.mean(dim=(1, 2, 3)), torch.tensor(float("nan"))
+    )
     monkeypatch.setitem(sys.modules, "flaky_rewards", module)
     run = setup_run(tiny_config(tmp_path, "rewards=['flaky_rewards:half_nan']"), tmp_path)
     with caplog.at_level("WARNING"):
@@ -226,7 +278,9 @@ def test_joint_iteration_updates_both_networks_and_pen_only_leaves_the_t2i_model
     run = setup_run(tiny_config(tmp_path, "train.t2i=false"), tmp_path)
     unet_before, pen_before = snapshot(run.policy.unet), snapshot(run.expander.model)
     result = train_iteration(run)
-    assert "loss" not in result.stats and all(torch.equal(p, unet_before[n]) for n, p in run.policy.unet.named_parameters())
+    assert "loss" not in result.stats and all(
+        torch.equal(p, unet_before[n]) for n, p in run.policy.unet.named_parameters()
+    )
     assert any(not torch.equal(p, pen_before[n]) for n, p in run.expander.model.named_parameters())
 
 
@@ -252,7 +306,9 @@ def test_decoupled_mode_combines_a_t2i_only_run_with_a_pen_trained_against_the_b
     decoupled = train(tiny_config(tmp_path, *common, "train.mode=decoupled", "train.output_dir=" + str(tmp_path / "d")))
     metrics = [json.loads(line) for line in (decoupled / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [1, 2, 3, 4]
-    assert all("loss" in m and "pen/loss" not in m for m in metrics[:2]) and all("pen/loss" in m and "loss" not in m for m in metrics[2:])
+    assert all("loss" in m and "pen/loss" not in m for m in metrics[:2]) and all(
+        "pen/loss" in m and "loss" not in m for m in metrics[2:]
+    )
     # Phase 1 is exactly a T2I-only run with the SFT PEN, so the combined T2I weights equal its weights.
     t2i_only = train(tiny_config(tmp_path, *common, "train.pen=false", "train.output_dir=" + str(tmp_path / "t")))
     config, checkpoint = open_run(decoupled)
@@ -271,10 +327,16 @@ def test_kl_to_the_reference_is_zero_at_the_start_and_pulls_back_after(tmp_path,
     (adapters off, or the frozen copy) left untouched by the update."""
     grads = {}
     for beta in (0.0, 10.0):
-        run = setup_run(tiny_config(tmp_path, f"model.trainable={trainable}", f"train.kl_coef={beta}", "model.lora_rank=2"), tmp_path / f"{trainable}{beta}")
+        run = setup_run(
+            tiny_config(tmp_path, f"model.trainable={trainable}", f"train.kl_coef={beta}", "model.lora_rank=2"),
+            tmp_path / f"{trainable}{beta}",
+        )
         initial = [p.detach().clone() for p in run.params]
         step = run.optimizer.step
-        run.optimizer.step = lambda run=run, beta=beta, step=step: (grads.setdefault(beta, [p.grad.clone() for p in run.params]), step())
+        run.optimizer.step = lambda run=run, beta=beta, step=step: (
+            grads.setdefault(beta, [p.grad.clone() for p in run.params]),
+            step(),
+        )
         first = train_iteration(run).stats
         if beta:
             assert first["kl"] == 0.0
@@ -294,9 +356,11 @@ def test_runs_started_into_one_output_dir_at_once_claim_different_folders(tmp_pa
     (tmp_path / "runs" / "busy").mkdir(parents=True)
     (tmp_path / "runs" / "busy" / "metrics.jsonl").write_text("{}\n")  # earlier work: never reused
     start, claimed = threading.Barrier(8), []
+
     def claim():
         start.wait()
         claimed.append(_fresh_run_dir(tmp_path / "runs" / "busy"))
+
     threads = [threading.Thread(target=claim) for _ in range(8)]
     for thread in threads:
         thread.start()

@@ -36,8 +36,10 @@ class ConvEncoder(nn.Module):
         super().__init__()
         w = width
         self.convs = nn.Sequential(
-            _block(3, w, 1), _block(w, w, 1),  # 32×32
-            _block(w, 2 * w, 2), _block(2 * w, 2 * w, 1),  # 16×16
+            _block(3, w, 1),
+            _block(w, w, 1),  # 32×32
+            _block(w, 2 * w, 2),
+            _block(2 * w, 2 * w, 1),  # 16×16
             _block(2 * w, 4 * w, 2),  # 8×8
             _block(4 * w, 4 * w, 2),  # 4×4
         )

@@ -35,7 +35,9 @@ def grammar_pairs(rng: random.Random, n: int) -> list[tuple[str, str]]:
     return [sft_pair(rng) for _ in range(n)]
 
 
-def train_pen(out: str | Path, work_dir: str | Path, steps: int = 1500, batch_size: int = 64, seed: int = 4, resume: bool = True) -> Path:
+def train_pen(
+    out: str | Path, work_dir: str | Path, steps: int = 1500, batch_size: int = 64, seed: int = 4, resume: bool = True
+) -> Path:
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     model = GPT2LMHeadModel(
@@ -51,9 +53,23 @@ def train_pen(out: str | Path, work_dir: str | Path, steps: int = 1500, batch_si
         )
     )
     model.generation_config = GenerationConfig(
-        do_sample=True, max_new_tokens=24, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id
+        do_sample=True,
+        max_new_tokens=24,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
     )
     pen = PromptExpander(model, tokenizer, PEN_TEMPLATE)
-    sft_pen(pen, grammar_pairs, out, work_dir, steps=steps, learning_rate=2e-3, batch_size=batch_size, seed=seed, resume=resume)
+    sft_pen(
+        pen,
+        grammar_pairs,
+        out,
+        work_dir,
+        steps=steps,
+        learning_rate=2e-3,
+        batch_size=batch_size,
+        seed=seed,
+        resume=resume,
+    )
     write_model_card(out, "Mini-world prompt expansion network", CARD, "parrot mini train-pen")
     return Path(out)

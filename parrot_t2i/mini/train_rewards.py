@@ -56,7 +56,9 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (images + sigma * torch.randn(images.shape, generator=generator)).clamp(0, 1)
 
 
-def train_checker(out: str | Path, work_dir: str | Path, steps: int = 1000, batch_size: int = 128, seed: int = 1, resume: bool = True) -> Path:
+def train_checker(
+    out: str | Path, work_dir: str | Path, steps: int = 1000, batch_size: int = 128, seed: int = 1, resume: bool = True
+) -> Path:
     torch.manual_seed(seed)
     model = AttributeChecker()
 
@@ -64,16 +66,27 @@ def train_checker(out: str | Path, work_dir: str | Path, steps: int = 1000, batc
         scenes, generator, _ = _scenes(seed, step, batch_size)
         logits = model(augment(render(scenes, generator), generator))
         labels = [scene.labels() for scene in scenes]
-        losses = {name: F.cross_entropy(logits[name], torch.tensor([lab[name] for lab in labels])) for name in ATTRIBUTES}
+        losses = {
+            name: F.cross_entropy(logits[name], torch.tensor([lab[name] for lab in labels])) for name in ATTRIBUTES
+        }
         return sum(losses.values()), {f"loss/{k}": v.item() for k, v in losses.items()}
 
-    fit(model, loss_fn, FitConfig(steps=steps, learning_rate=2e-3, seed=seed), work_dir, desc="mini checker", resume=resume)
+    fit(
+        model,
+        loss_fn,
+        FitConfig(steps=steps, learning_rate=2e-3, seed=seed),
+        work_dir,
+        desc="mini checker",
+        resume=resume,
+    )
     model.save_pretrained(out)
     write_model_card(out, "Mini-world attribute checker", CARDS["checker"], "parrot mini train-rewards")
     return Path(out)
 
 
-def train_alignment(out: str | Path, work_dir: str | Path, steps: int = 2000, batch_size: int = 128, seed: int = 2, resume: bool = True) -> Path:
+def train_alignment(
+    out: str | Path, work_dir: str | Path, steps: int = 2000, batch_size: int = 128, seed: int = 2, resume: bool = True
+) -> Path:
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     model = AlignmentModel(len(tokenizer), tokenizer.model_max_length)
@@ -83,21 +96,36 @@ def train_alignment(out: str | Path, work_dir: str | Path, steps: int = 2000, ba
         images = augment(render(scenes, generator), generator)
         texts = [caption(s) if rng.random() < 0.3 else training_caption(s, rng, empty_rate=0.0) for s in scenes]
         tokens = tokenizer(texts, padding=True, return_tensors="pt")
-        logits = model.logit_scale.exp().clamp(max=100) * model.embed_images(images) @ model.embed_text(tokens.input_ids, tokens.attention_mask).T
+        logits = (
+            model.logit_scale.exp().clamp(max=100)
+            * model.embed_images(images)
+            @ model.embed_text(tokens.input_ids, tokens.attention_mask).T
+        )
         # Captions that fit several images of the batch ("a red circle") are positives for all of them.
-        same = torch.tensor([[texts[i] == texts[j] for j in range(len(texts))] for i in range(len(texts))], dtype=torch.float32)
+        same = torch.tensor(
+            [[texts[i] == texts[j] for j in range(len(texts))] for i in range(len(texts))], dtype=torch.float32
+        )
         targets = same / same.sum(1, keepdim=True)
         loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
         return loss, {"logit_scale": model.logit_scale.exp().item()}
 
-    fit(model, loss_fn, FitConfig(steps=steps, learning_rate=1e-3, seed=seed), work_dir, desc="mini alignment", resume=resume)
+    fit(
+        model,
+        loss_fn,
+        FitConfig(steps=steps, learning_rate=1e-3, seed=seed),
+        work_dir,
+        desc="mini alignment",
+        resume=resume,
+    )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     write_model_card(out, "Mini-world alignment reward", CARDS["alignment"], "parrot mini train-rewards")
     return Path(out)
 
 
-def train_preference(out: str | Path, work_dir: str | Path, steps: int = 1000, batch_size: int = 64, seed: int = 3, resume: bool = True) -> Path:
+def train_preference(
+    out: str | Path, work_dir: str | Path, steps: int = 1000, batch_size: int = 64, seed: int = 3, resume: bool = True
+) -> Path:
     torch.manual_seed(seed)
     model = PreferenceModel()
 
@@ -110,7 +138,14 @@ def train_preference(out: str | Path, work_dir: str | Path, steps: int = 1000, b
         loss = F.binary_cross_entropy_with_logits(a - b, chosen)
         return loss, {"accuracy_vs_rule": ((a - b > 0) == (gap > 0)).float()[gap != 0].mean().item()}
 
-    fit(model, loss_fn, FitConfig(steps=steps, learning_rate=1e-3, seed=seed), work_dir, desc="mini preference", resume=resume)
+    fit(
+        model,
+        loss_fn,
+        FitConfig(steps=steps, learning_rate=1e-3, seed=seed),
+        work_dir,
+        desc="mini preference",
+        resume=resume,
+    )
     with torch.no_grad():
         scenes, generator, _ = _scenes(seed, -1, 2048)
         model.reference.fill_(model(render(scenes, generator)).mean())

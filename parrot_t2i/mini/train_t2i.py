@@ -54,7 +54,9 @@ class T2ITrainConfig:
     seed: int = 0
 
 
-def build_models(seed: int = 0, prediction_type: str = "v_prediction") -> tuple[UNet2DConditionModel, CLIPTextModel, object, DDIMScheduler]:
+def build_models(
+    seed: int = 0, prediction_type: str = "v_prediction"
+) -> tuple[UNet2DConditionModel, CLIPTextModel, object, DDIMScheduler]:
     """Freshly initialised (unet, text_encoder, tokenizer, scheduler) of the mini T2I model."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
@@ -98,11 +100,29 @@ def train_t2i(out: str | Path, work_dir: str | Path, cfg: T2ITrainConfig | None 
     unet, text_encoder, tokenizer, scheduler = build_models(cfg.seed, prediction_type="epsilon")
     model = _Denoiser(unet, text_encoder)
     phase1 = FitConfig(
-        steps=cfg.pretrain_steps, horizon=cfg.pretrain_horizon, learning_rate=cfg.learning_rate, warmup_steps=300, ema_decay=cfg.ema_decay, seed=cfg.seed
+        steps=cfg.pretrain_steps,
+        horizon=cfg.pretrain_horizon,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=300,
+        ema_decay=cfg.ema_decay,
+        seed=cfg.seed,
     )
-    fit(model, _loss(model, tokenizer, scheduler, cfg, "epsilon", offset=0), phase1, Path(work_dir) / "epsilon", desc="mini T2I (1/2: ε)", resume=resume)
+    fit(
+        model,
+        _loss(model, tokenizer, scheduler, cfg, "epsilon", offset=0),
+        phase1,
+        Path(work_dir) / "epsilon",
+        desc="mini T2I (1/2: ε)",
+        resume=resume,
+    )
     scheduler = DDIMScheduler.from_config(scheduler.config, prediction_type="v_prediction")
-    phase2 = FitConfig(steps=cfg.finetune_steps, learning_rate=cfg.finetune_learning_rate, warmup_steps=100, ema_decay=cfg.ema_decay, seed=cfg.seed)
+    phase2 = FitConfig(
+        steps=cfg.finetune_steps,
+        learning_rate=cfg.finetune_learning_rate,
+        warmup_steps=100,
+        ema_decay=cfg.ema_decay,
+        seed=cfg.seed,
+    )
     loss = _loss(model, tokenizer, scheduler, cfg, "v_prediction", offset=cfg.pretrain_steps)
     fit(model, loss, phase2, Path(work_dir) / "v_prediction", desc="mini T2I (2/2: v)", resume=resume)
     save_pixel_pipeline(out, model.unet, model.text_encoder, tokenizer, scheduler)
@@ -110,7 +130,9 @@ def train_t2i(out: str | Path, work_dir: str | Path, cfg: T2ITrainConfig | None 
     return Path(out)
 
 
-def _loss(model: _Denoiser, tokenizer, scheduler: DDIMScheduler, cfg: T2ITrainConfig, prediction_type: str, offset: int):
+def _loss(
+    model: _Denoiser, tokenizer, scheduler: DDIMScheduler, cfg: T2ITrainConfig, prediction_type: str, offset: int
+):
     """The denoising loss of one step's batch (scenes drawn from the seed and ``offset + step``)."""
     alphas_cumprod = scheduler.alphas_cumprod
 
@@ -121,7 +143,9 @@ def _loss(model: _Denoiser, tokenizer, scheduler: DDIMScheduler, cfg: T2ITrainCo
         scenes = [random_scene(rng) for _ in range(cfg.batch_size)]
         images = render(scenes, generator) * 2 - 1  # (B, 3, 32, 32) in [-1, 1]
         captions = [training_caption(scene, rng) for scene in scenes]
-        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+        ids = tokenizer(
+            captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
         noise = torch.randn(images.shape, generator=generator)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=generator)
         noisy = scheduler.add_noise(images, noise, t)

@@ -36,7 +36,13 @@ BACKGROUNDS = {
     "beige": (0.86, 0.78, 0.60),
 }
 SIZES = {"small": 5.0, "large": 9.0}  # radius in pixels
-POSITIONS = {"center": (16.0, 16.0), "left": (9.0, 16.0), "right": (23.0, 16.0), "top": (16.0, 9.0), "bottom": (16.0, 23.0)}
+POSITIONS = {
+    "center": (16.0, 16.0),
+    "left": (9.0, 16.0),
+    "right": (23.0, 16.0),
+    "top": (16.0, 9.0),
+    "bottom": (16.0, 23.0),
+}
 # Binary styles: (first, second) words; each changes the image in a way rewards can care about.
 STYLES = {
     "saturation": ("vivid", "muted"),  # object colour at full chroma or pulled 60% towards grey
@@ -175,7 +181,17 @@ def short_prompt(scene: Scene, with_background: bool = False) -> str:
 
 # How often each attribute is named in a training caption of the T2I model: shape and colour
 # almost always (users name them), styles less often, so short prompts are in-distribution.
-CAPTION_RATES = {"shape": 0.9, "colour": 0.9, "background": 0.6, "size": 0.5, "position": 0.5, "saturation": 0.4, "pattern": 0.4, "focus": 0.4, "lighting": 0.4}
+CAPTION_RATES = {
+    "shape": 0.9,
+    "colour": 0.9,
+    "background": 0.6,
+    "size": 0.5,
+    "position": 0.5,
+    "saturation": 0.4,
+    "pattern": 0.4,
+    "focus": 0.4,
+    "lighting": 0.4,
+}
 
 
 def training_caption(scene: Scene, rng: random.Random, empty_rate: float = 0.1) -> str:

@@ -3,4 +3,4 @@
 from . import blip, classifier, clip, image_stats, mini  # noqa: F401  (imported to register their rewards)
 from .base import REGISTRY, CallableReward, Reward, RewardError, build_reward, register_reward, score_all
 
-__all__ = ["REGISTRY", "CallableReward", "Reward", "build_reward", "register_reward"]
+__all__ = ["REGISTRY", "CallableReward", "Reward", "RewardError", "build_reward", "register_reward", "score_all"]

@@ -60,10 +60,14 @@ def score_all(rewards: list[Reward], images: Tensor, prompts: list[str]) -> Tens
             scores = reward(images, prompts)
         except Exception as err:  # user code: anything can come out of it
             detail = str(err).splitlines()[0] if str(err) else ""
-            raise RewardError(f"reward {reward.name!r} raised {type(err).__name__}{': ' + detail if detail else ''}") from err
+            raise RewardError(
+                f"reward {reward.name!r} raised {type(err).__name__}{': ' + detail if detail else ''}"
+            ) from err
         scores = torch.as_tensor(scores)
         if scores.shape != (len(images),):
-            raise RewardError(f"reward {reward.name!r} returned scores of shape {tuple(scores.shape)} for {len(images)} images; a reward returns one score per image, shape ({len(images)},)")
+            raise RewardError(
+                f"reward {reward.name!r} returned scores of shape {tuple(scores.shape)} for {len(images)} images; a reward returns one score per image, shape ({len(images)},)"
+            )
         columns.append(scores.to(images.device, torch.float32))
     return torch.stack(columns, 1)
 
@@ -83,7 +87,9 @@ def build_reward(spec: RewardSpec | str | dict) -> Reward:
         reward = obj(**spec.args) if spec.args else obj
         return reward if isinstance(reward, Reward) else CallableReward(spec.name, reward)
     if spec.name not in REGISTRY:
-        raise ConfigError(f"unknown reward {spec.name!r}; known rewards: {', '.join(sorted(REGISTRY))} (or 'module:function')")
+        raise ConfigError(
+            f"unknown reward {spec.name!r}; known rewards: {', '.join(sorted(REGISTRY))} (or 'module:function')"
+        )
     try:
         return REGISTRY[spec.name](**spec.args)
     except TypeError as err:

@@ -36,7 +36,14 @@ _VISION_TOP = {
     "norm.bias": "vision_model.post_layernorm.bias",
 }
 _VISION_BLOCK = re.compile(r"^blocks\.(\d+)\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)$")
-_VISION_MODULE = {"norm1": "layer_norm1", "norm2": "layer_norm2", "attn.qkv": "self_attn.qkv", "attn.proj": "self_attn.projection", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+_VISION_MODULE = {
+    "norm1": "layer_norm1",
+    "norm2": "layer_norm2",
+    "attn.qkv": "self_attn.qkv",
+    "attn.proj": "self_attn.projection",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+}
 _KEPT = ("text_encoder.", "vision_proj.", "text_proj.", "itm_head.")
 
 
@@ -58,7 +65,9 @@ def blip_to_transformers(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], d
             if rest in _VISION_TOP:
                 blip[_VISION_TOP[rest]] = value
             elif match := _VISION_BLOCK.match(rest):
-                blip[f"vision_model.encoder.layers.{match.group(1)}.{_VISION_MODULE[match.group(2)]}.{match.group(3)}"] = value
+                blip[
+                    f"vision_model.encoder.layers.{match.group(1)}.{_VISION_MODULE[match.group(2)]}.{match.group(3)}"
+                ] = value
             else:
                 raise KeyError(f"unexpected ImageReward vision key {key!r}")
         elif key.startswith(_KEPT) and not key.endswith("position_ids"):
@@ -80,7 +89,9 @@ def save_image_reward(state: dict[str, Tensor], config, tokenizer, out: str | Pa
     missing = sorted(needed - set(blip))
     wrong = sorted(k for k in set(blip) & set(expected) if blip[k].shape != expected[k])
     if missing or wrong or not head:
-        raise ParrotError(f"checkpoint does not fit the BLIP config: missing {missing[:3]}, wrong shape {wrong[:3]}, score head {'found' if head else 'missing'}")
+        raise ParrotError(
+            f"checkpoint does not fit the BLIP config: missing {missing[:3]}, wrong shape {wrong[:3]}, score head {'found' if head else 'missing'}"
+        )
     model = BlipForImageTextRetrieval(config)
     model.load_state_dict({k: v for k, v in blip.items() if k in expected}, strict=False)
     out = Path(out)
@@ -97,7 +108,12 @@ def _load(source: str, dtype: str, device: str):
     from transformers import AutoTokenizer, BlipForImageTextRetrieval
 
     try:
-        model = BlipForImageTextRetrieval.from_pretrained(source, torch_dtype=DTYPES[dtype], use_safetensors=True).to(device).eval().requires_grad_(False)
+        model = (
+            BlipForImageTextRetrieval.from_pretrained(source, torch_dtype=DTYPES[dtype], use_safetensors=True)
+            .to(device)
+            .eval()
+            .requires_grad_(False)
+        )
         tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as err:
         raise missing_weights_error(source, err) from None
@@ -127,7 +143,9 @@ class ImageReward:
         model, tokenizer, head, preprocess = _load(self.source, self.dtype, str(images.device))
         pixels = clip_preprocess(images, preprocess).to(model.dtype)
         image_embeds = model.vision_model(pixel_values=pixels).last_hidden_state
-        tokens = tokenizer(prompts, padding="max_length", truncation=True, max_length=MAX_TOKENS, return_tensors="pt").to(images.device)
+        tokens = tokenizer(
+            prompts, padding="max_length", truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+        ).to(images.device)
         text = model.text_encoder(
             input_ids=tokens.input_ids,
             attention_mask=tokens.attention_mask,

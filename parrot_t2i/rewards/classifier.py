@@ -22,7 +22,12 @@ def _load(source: str, dtype: str, device: str):
     from transformers import AutoModelForImageClassification
 
     try:
-        model = AutoModelForImageClassification.from_pretrained(source, torch_dtype=DTYPES[dtype], use_safetensors=True).to(device).eval().requires_grad_(False)
+        model = (
+            AutoModelForImageClassification.from_pretrained(source, torch_dtype=DTYPES[dtype], use_safetensors=True)
+            .to(device)
+            .eval()
+            .requires_grad_(False)
+        )
         preprocess = Preprocess.from_processor(image_processor(source))
     except OSError as err:
         raise missing_weights_error(source, err) from None
@@ -37,16 +42,24 @@ class ClassifierSentiment:
 
     def __init__(self, model: str | None = None, positive_labels: list[str] | None = None, dtype: str = "float32"):
         if not model:
-            raise ParrotError("reward 'classifier_sentiment' needs model=ID_OR_FOLDER (an image classification model); for zero-shot sentiment use 'clip_sentiment'")
+            raise ParrotError(
+                "reward 'classifier_sentiment' needs model=ID_OR_FOLDER (an image classification model); for zero-shot sentiment use 'clip_sentiment'"
+            )
         check_dtype(self.name, dtype)
         self.source, self.dtype, self.positive_labels = model, dtype, positive_labels
 
     def positive_indices(self, id2label: dict[int, str]) -> list[int]:
         """Label ids named in ``positive_labels`` (case-insensitive), or by default every label containing "positive"."""
         wanted = [label.lower() for label in self.positive_labels] if self.positive_labels else None
-        chosen = [int(i) for i, label in id2label.items() if (label.lower() in wanted if wanted else "positive" in label.lower())]
+        chosen = [
+            int(i)
+            for i, label in id2label.items()
+            if (label.lower() in wanted if wanted else "positive" in label.lower())
+        ]
         if not chosen:
-            raise ParrotError(f"reward 'classifier_sentiment': no positive label among the model's labels {sorted(id2label.values())}; set positive_labels")
+            raise ParrotError(
+                f"reward 'classifier_sentiment': no positive label among the model's labels {sorted(id2label.values())}; set positive_labels"
+            )
         return chosen
 
     @torch.no_grad()

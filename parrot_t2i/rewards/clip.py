@@ -53,7 +53,9 @@ class Preprocess:
             crop = int(processor.crop_size["height"])
         resample = int(getattr(processor, "resample", 3))
         mean, std = (processor.image_mean, processor.image_std) if processor.do_normalize else ((0.0,) * 3, (1.0,) * 3)
-        return cls(resize, crop, tuple(mean), tuple(std), {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(resample, "bicubic"))
+        return cls(
+            resize, crop, tuple(mean), tuple(std), {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(resample, "bicubic")
+        )
 
 
 def clip_preprocess(images: Tensor, p: Preprocess) -> Tensor:
@@ -69,7 +71,13 @@ def clip_preprocess(images: Tensor, p: Preprocess) -> Tensor:
     else:
         new_h, new_w = (p.size, int(p.size * w / h)) if h <= w else (int(p.size * h / w), p.size)
     smooth = p.interpolation != "nearest"
-    x = F.interpolate(images.float(), size=(new_h, new_w), mode=p.interpolation, antialias=smooth, **({"align_corners": False} if smooth else {})).clamp(0, 1)
+    x = F.interpolate(
+        images.float(),
+        size=(new_h, new_w),
+        mode=p.interpolation,
+        antialias=smooth,
+        **({"align_corners": False} if smooth else {}),
+    ).clamp(0, 1)
     if p.crop is not None:
         top, left = (new_h - p.crop) // 2, (new_w - p.crop) // 2
         x = x[..., top : top + p.crop, left : left + p.crop]
@@ -95,7 +103,12 @@ def load_clip(source: str, processor_source: str | None, dtype: str, device: str
     from transformers import AutoTokenizer, CLIPModel
 
     try:
-        model = CLIPModel.from_pretrained(source, torch_dtype=DTYPES[dtype], use_safetensors=True).to(device).eval().requires_grad_(False)
+        model = (
+            CLIPModel.from_pretrained(source, torch_dtype=DTYPES[dtype], use_safetensors=True)
+            .to(device)
+            .eval()
+            .requires_grad_(False)
+        )
         processor_from = processor_source or source
         tokenizer = AutoTokenizer.from_pretrained(processor_from)
         preprocess = Preprocess.from_processor(image_processor(processor_from))
@@ -129,7 +142,9 @@ class _ClipReward:
         """(B, D) L2-normalised projected text embeddings; texts padded/truncated to the model's limit."""
         model, tokenizer, _ = self._load(device)
         limit = model.config.text_config.max_position_embeddings
-        tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=limit, return_tensors="pt").to(device)
+        tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=limit, return_tensors="pt").to(
+            device
+        )
         return F.normalize(_projected(model.get_text_features(**tokens)), dim=-1)
 
 
@@ -153,7 +168,12 @@ class PickScore(_ClipReward):
 
     name = "pickscore"
 
-    def __init__(self, model: str = "yuvalkirstain/PickScore_v1", processor: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", dtype: str = "float32"):
+    def __init__(
+        self,
+        model: str = "yuvalkirstain/PickScore_v1",
+        processor: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+        dtype: str = "float32",
+    ):
         super().__init__(model, processor, dtype)
 
     @torch.no_grad()
@@ -190,8 +210,16 @@ class ClipSentiment(_ClipReward):
     def __init__(
         self,
         model: str = "openai/clip-vit-large-patch14",
-        positive: tuple[str, ...] | list[str] = ("a photo that makes people feel happy", "a cheerful, uplifting image", "a positive image"),
-        negative: tuple[str, ...] | list[str] = ("a photo that makes people feel sad", "a gloomy, depressing image", "a negative image"),
+        positive: tuple[str, ...] | list[str] = (
+            "a photo that makes people feel happy",
+            "a cheerful, uplifting image",
+            "a positive image",
+        ),
+        negative: tuple[str, ...] | list[str] = (
+            "a photo that makes people feel sad",
+            "a gloomy, depressing image",
+            "a negative image",
+        ),
         dtype: str = "float32",
     ):
         super().__init__(model, None, dtype)
@@ -203,7 +231,12 @@ class ClipSentiment(_ClipReward):
     def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
         model = self._load(images.device)[0]
         # Each class is the normalised mean of its label embeddings (CLIP's prompt ensembling).
-        classes = torch.stack([F.normalize(self.text_embeds(texts, images.device).mean(0), dim=-1) for texts in (self.negative, self.positive)])
+        classes = torch.stack(
+            [
+                F.normalize(self.text_embeds(texts, images.device).mean(0), dim=-1)
+                for texts in (self.negative, self.positive)
+            ]
+        )
         logits = model.logit_scale.exp().float() * self.image_embeds(images) @ classes.T  # (B, 2)
         return logits.softmax(-1)[:, 1]
 
@@ -221,8 +254,14 @@ class ScoreHead(torch.nn.Module):
     def __init__(self, dim: int = 768):
         super().__init__()
         self.layers = torch.nn.Sequential(
-            torch.nn.Linear(dim, 1024), torch.nn.Dropout(0.2), torch.nn.Linear(1024, 128), torch.nn.Dropout(0.2),
-            torch.nn.Linear(128, 64), torch.nn.Dropout(0.1), torch.nn.Linear(64, 16), torch.nn.Linear(16, 1),
+            torch.nn.Linear(dim, 1024),
+            torch.nn.Dropout(0.2),
+            torch.nn.Linear(1024, 128),
+            torch.nn.Dropout(0.2),
+            torch.nn.Linear(128, 64),
+            torch.nn.Dropout(0.1),
+            torch.nn.Linear(64, 16),
+            torch.nn.Linear(16, 1),
         )
 
     @classmethod
@@ -256,7 +295,9 @@ class LaionAesthetic(_ClipReward):
     def __init__(self, head: str | None = None, model: str = "openai/clip-vit-large-patch14", dtype: str = "float32"):
         super().__init__(model, None, dtype)
         if head is None or not Path(head).is_file():
-            raise ParrotError(f"reward 'laion_aesthetic' needs its head weights ({'not found: ' + repr(head) if head else 'none given'}): {HEAD_HELP}")
+            raise ParrotError(
+                f"reward 'laion_aesthetic' needs its head weights ({'not found: ' + repr(head) if head else 'none given'}): {HEAD_HELP}"
+            )
         self.head = str(head)
 
     @torch.no_grad()

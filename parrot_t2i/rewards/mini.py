@@ -29,7 +29,9 @@ def _mini_resolution(images: Tensor) -> Tensor:
 
     images = images.float()
     if images.shape[-1] != RESOLUTION or images.shape[-2] != RESOLUTION:
-        images = torch.nn.functional.interpolate(images, size=(RESOLUTION, RESOLUTION), mode="bilinear", antialias=True, align_corners=False)
+        images = torch.nn.functional.interpolate(
+            images, size=(RESOLUTION, RESOLUTION), mode="bilinear", antialias=True, align_corners=False
+        )
     return images
 
 
@@ -89,7 +91,9 @@ class MiniPreference:
 def figure_ground(images: Tensor) -> tuple[Tensor, Tensor]:
     """Per-pixel saliency (B, H, W): colour distance to the background, estimated as the median
     colour of the 1-px border; and that background colour (B, 3)."""
-    border = torch.cat([images[..., 0, :], images[..., -1, :], images[..., 1:-1, 0], images[..., 1:-1, -1]], -1)  # (B, 3, ring)
+    border = torch.cat(
+        [images[..., 0, :], images[..., -1, :], images[..., 1:-1, 0], images[..., 1:-1, -1]], -1
+    )  # (B, 3, ring)
     background = border.median(-1).values
     saliency = (images - background[..., None, None]).norm(dim=1) / 3**0.5
     return saliency, background

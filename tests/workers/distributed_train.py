@@ -27,7 +27,17 @@ class Recording:
 
 
 def main(out: Path, *overrides: str) -> None:
-    config = load_config("tiny", ["rewards=[brightness, colorfulness]", "sample.num_inference_steps=3", "sample.prompts_per_iteration=2", "eval.file=null", f"train.output_dir={out / 'run'}", *overrides])
+    config = load_config(
+        "tiny",
+        [
+            "rewards=[brightness, colorfulness]",
+            "sample.num_inference_steps=3",
+            "sample.prompts_per_iteration=2",
+            "eval.file=null",
+            f"train.output_dir={out / 'run'}",
+            *overrides,
+        ],
+    )
     run = setup_run(config, out / "run")
     run.rewards = [Recording(r) for r in run.rewards]
     record = {"num_processes": run.accelerator.num_processes, "iterations": []}
