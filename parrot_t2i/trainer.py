@@ -434,9 +434,8 @@ def update_t2i(
         for chunk in _split(torch.arange(len(pair_rows), device=active.device), cfg.train.batch_size):
             idx, step = active[pair_rows[chunk]], pair_steps[chunk]
             with acc.autocast():
-                if (
-                    kl_coef > 0
-                ):  # before the forward pass with gradients: swapping weights in place after it would break backward
+                # The reference first: swapping weights in place after the forward pass would break backward.
+                if kl_coef > 0:
                     with torch.no_grad(), reference_weights(run):
                         ref_mean, _ = _transition(run, trajectory, cond, texts, idx, step)
                 mean, std = _transition(run, trajectory, cond, texts, idx, step)
