@@ -272,7 +272,7 @@ def test_short_seeded_joint_rl_run_on_the_mini_world(tmp_path):
     for m in metrics:
         assert all(0 <= m[f"reward/{n}/mean"] <= 1 for n in names) and 1 <= m["selected"] <= 8
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert list(summary["before"]) == [*names, "average"] and summary["eval_images"] == 4
+    assert list(summary["before"]) == [*names, "average", "hv_per_prompt"] and summary["eval_images"] == 4
     # Same seed, same everything: the first iteration's rewards repeat exactly.
     again = train(mini_run_config(tmp_path, "train.num_iterations=1", "eval.file=null"))
     first = json.loads((again / "metrics.jsonl").read_text().splitlines()[0])

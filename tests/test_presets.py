@@ -90,6 +90,7 @@ def test_preset_code_path_trains_one_iteration_on_tiny_models(preset, model, req
         "clip_score",
         "clip_sentiment",
         "average",
+        "hv_per_prompt",
     }
     saved, checkpoint = open_run(run_dir)
     trained, base = run_policy(saved, checkpoint), T2IPolicy.from_pretrained(str(tiny_model))

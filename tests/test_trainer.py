@@ -230,7 +230,8 @@ def test_train_writes_a_complete_run_folder_and_never_overwrites(tmp_path, capsy
     assert list(run_dir.rglob("events.out.tfevents.*"))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["iterations"] == 3 and summary["eval_prompts"] == 30 and summary["eval_images"] == 30
-    assert set(summary["before"]) == set(summary["after"]) == {"brightness", "average"}
+    assert set(summary["before"]) == set(summary["after"]) == {"brightness", "average", "hv_per_prompt"}
+    assert summary["after"]["hv_per_prompt"] >= 0 and len(summary["hypervolume_reference"]) == 1
     assert "| brightness |" in capsys.readouterr().out and "| brightness |" in (run_dir / "summary.md").read_text()
     report = json.loads((run_dir / "report" / "results.json").read_text())
     assert [e["label"] for e in report["entries"]] == ["before", "after"] and report["entries"][1]["source"].endswith(
