@@ -7,8 +7,8 @@ On the held-out mini-world prompts, from the same noise and the same PEN expansi
 each inference setting is read by the attribute checker (shape / colour / background accuracy
 against what the prompt names: prompt following, never a reward) and scored by the four rewards:
 
-- "plain": what `parrot generate --no-expand --no-original-guidance` does (the prompt, with a
-  run's identifiers, classifier-free guidance at the config's scale);
+- "plain": what `parrot generate --no-expand --no-original-guidance --guidance-rescale 0` does (the
+  prompt, with a run's identifiers, classifier-free guidance at the config's scale, no rescale);
 - "defaults": what `parrot generate` does with no flags (the config's eval settings);
 - a grid of Eq. 5 weights (w1, w2) with and without guidance rescale, and expansion-only CFG.
 

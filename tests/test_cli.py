@@ -173,7 +173,7 @@ def test_generate_writes_a_grid_and_its_settings(tmp_path, capsys):
     record = json.loads(out.with_suffix(".json").read_text())
     assert (
         record["expanded"] is False
-        and record["guidance"] == {"mode": "classifier-free", "scale": 3.0, "rescale": 0.0}
+        and record["guidance"] == {"mode": "classifier-free", "scale": 3.0, "rescale": EvalConfig().guidance_rescale}
         and record["identifiers"] == []
     )
     assert [image["expansion"] for image in record["images"]] == ["a red circle"] * 2 and "rewards" not in record[
