@@ -34,7 +34,6 @@ from parrot_t2i.config import load_config
 from parrot_t2i.evaluate import evaluate, inference_from_config
 from parrot_t2i.mini import weights_path
 from parrot_t2i.mini.nets import AttributeChecker
-from parrot_t2i.mini.world import parse_prompt
 from parrot_t2i.pen import PromptExpander
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.rewards import build_reward
@@ -97,11 +96,8 @@ def main() -> None:
             batch_size=40,
             desc=label,
         )
-        predicted = checker.predict(result.images)
-        accuracy = {
-            a: sum(p == parse_prompt(q).get(a) for p, q in zip(predicted[a], result.prompts)) / len(result.prompts)
-            for a in CHECKED
-        }
+        hits = checker.prompt_hits(result.images, result.prompts, CHECKED)
+        accuracy = {a: sum(v) / len(v) for a, v in hits.items()}
         rows.append({"setting": label, **accuracy, **result.means()})
         print(f"{label}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1].items() if k != "setting"), flush=True)
     columns = [*CHECKED, *names, "average"]

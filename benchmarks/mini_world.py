@@ -40,7 +40,6 @@ from parrot_t2i.mini.world import (
     ATTRIBUTES,
     Scene,
     caption,
-    parse_prompt,
     random_scene,
     render,
     scene_dict,
@@ -73,12 +72,8 @@ def prompt_following(
         num_inference_steps=sample.num_inference_steps,
         guidance_scale=sample.guidance_scale,
     )
-    predicted = checker.predict(images)
-    accuracy = {}
-    for name in TARGETS:
-        wanted = [parse_prompt(p)[name] for p in originals]
-        accuracy[name] = sum(p == w for p, w in zip(predicted[name], wanted)) / len(wanted)
-    return accuracy, images, originals
+    hits = checker.prompt_hits(images, originals, tuple(TARGETS))
+    return {name: sum(v) / len(v) for name, v in hits.items()}, images, originals
 
 
 def one_change(scene: Scene, rng: random.Random) -> Scene:

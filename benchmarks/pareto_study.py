@@ -60,7 +60,6 @@ from parrot_t2i.config import load_config
 from parrot_t2i.evaluate import Inference, evaluate, inference_from_config
 from parrot_t2i.mini import weights_path
 from parrot_t2i.mini.nets import AttributeChecker
-from parrot_t2i.mini.world import parse_prompt
 from parrot_t2i.pareto import hypervolume, per_prompt_hypervolume
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.rewards import build_reward
@@ -159,8 +158,7 @@ def evaluate_row(
     result = evaluate(
         policy, rewards, names, prompts, images_per_prompt=images_per_prompt, inference=inference, batch_size=32
     )
-    predicted = checker.predict(result.images)
-    hits = {a: [p == parse_prompt(prompt).get(a) for p, prompt in zip(predicted[a], result.prompts)] for a in CHECKED}
+    hits = checker.prompt_hits(result.images, result.prompts, CHECKED)
     record = {
         "prompts": result.prompts,
         "scores": result.scores.tolist(),

@@ -175,6 +175,14 @@ def test_shipped_checker_reads_procedural_images():
         assert accuracy >= 0.9, (name, accuracy)
 
 
+def test_checker_prompt_hits_judge_what_the_prompt_names():
+    checker = AttributeChecker.from_pretrained(weights_path("checker"))
+    image = render([SCENE], jitter=False).expand(3, -1, -1, -1)  # a red circle on dark blue
+    prompts = ["a red circle on a dark blue background", "a blue circle on a dark blue background", "a red circle"]
+    hits = checker.prompt_hits(image, prompts, ("shape", "colour", "background"))
+    assert hits == {"shape": [True, True, True], "colour": [True, False, True], "background": [True, True, False]}
+
+
 def test_shipped_alignment_prefers_the_true_caption():
     reward = build_reward("mini_alignment")
     assert isinstance(reward.model, AlignmentModel)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from .world import ATTRIBUTES, RESOLUTION
+from .world import ATTRIBUTES, RESOLUTION, parse_prompt
 
 
 def write_model_card(folder: str | Path, title: str, description: str, command: str) -> None:
@@ -69,6 +69,13 @@ class AttributeChecker(nn.Module, PyTorchModelHubMixin):
         """The attribute values read from each image, as words."""
         logits = self(images.to(next(self.parameters()).device, torch.float32))
         return {name: [ATTRIBUTES[name][i] for i in out.argmax(1).tolist()] for name, out in logits.items()}
+
+    def prompt_hits(self, images: Tensor, prompts: list[str], attributes: tuple[str, ...]) -> dict[str, list[bool]]:
+        """Per attribute, whether each image shows what its prompt names (False where the prompt
+        names none): the prompt-following judge of the benchmarks."""
+        predicted = self.predict(images)
+        named = [parse_prompt(p) for p in prompts]
+        return {a: [value == wanted.get(a) for value, wanted in zip(predicted[a], named)] for a in attributes}
 
 
 class TextEncoder(nn.Module):
