@@ -43,3 +43,18 @@ def tiny_sdxl_model(tmp_path_factory):
     from parrot_t2i.tiny import build_tiny_sdxl
 
     return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl"))
+
+
+@pytest.fixture
+def train_tiny():
+    """``train_tiny(run_dir, *sets)``: `parrot train` of one 2-step iteration of the tiny preset
+    with no held-out evaluation, plus ``--set`` overrides; returns the exit code."""
+    from parrot_t2i.cli import main
+
+    def run(run_dir, *sets: str) -> int:
+        overrides = ["train.num_iterations=1", "sample.num_inference_steps=2", "eval.file=null", *sets]
+        return main(
+            ["train", "--config", "tiny", *[a for s in overrides for a in ("--set", s)], "--output-dir", str(run_dir)]
+        )
+
+    return run

@@ -199,69 +199,21 @@ def test_generate_bad_input_is_one_line(tmp_path, capsys):
 
 
 def test_generate_warns_about_words_the_mini_world_does_not_have(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "generate",
-                "a red dog on a blue background",
-                "--steps",
-                "1",
-                "--n",
-                "1",
-                "--no-expand",
-                "--out",
-                str(tmp_path / "g.png"),
-            ]
-        )
-        == 0
-    )
+    one_image = ["--steps", "1", "--n", "1", "--no-expand", "--out", str(tmp_path / "g.png")]
+    assert main(["generate", "a red dog on a blue background", *one_image]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warnings == [
         "parrot: warning: the mini world has no 'dog', 'blue background': the model will not draw them (docs/MINI_WORLD.md lists what it has)"
     ]
-    assert (
-        main(
-            [
-                "generate",
-                "a red circle on a dark blue background",
-                "--steps",
-                "1",
-                "--n",
-                "1",
-                "--no-expand",
-                "--out",
-                str(tmp_path / "g.png"),
-            ]
-        )
-        == 0
-    )
+    assert main(["generate", "a red circle on a dark blue background", *one_image]) == 0
     assert "warning" not in capsys.readouterr().err
 
 
-def test_generate_from_a_joint_run_uses_its_trained_pen_and_identifiers(tmp_path, capsys):
+def test_generate_from_a_joint_run_uses_its_trained_pen_and_identifiers(tmp_path, capsys, train_tiny):
     import json
 
     run = tmp_path / "run"
-    eval_settings = ["--set", "eval.w1=3.5", "--set", "eval.w2=1.5", "--set", "eval.guidance_rescale=0.5"]
-    assert (
-        main(
-            [
-                "train",
-                "--config",
-                "tiny",
-                "--set",
-                "train.num_iterations=1",
-                "--set",
-                "sample.num_inference_steps=2",
-                "--set",
-                "eval.file=null",
-                *eval_settings,
-                "--output-dir",
-                str(run),
-            ]
-        )
-        == 0
-    )
+    assert train_tiny(run, "eval.w1=3.5", "eval.w2=1.5", "eval.guidance_rescale=0.5") == 0
     out = tmp_path / "g.png"
     assert main(["generate", "a blue square", "--run", str(run), "--n", "2", "--steps", "2", "--out", str(out)]) == 0
     record = json.loads(out.with_suffix(".json").read_text())

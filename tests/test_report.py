@@ -19,26 +19,9 @@ class Images(HTMLParser):
         self.tables += tag == "table"
 
 
-def test_evaluate_writes_a_self_contained_report(tmp_path, capsys):
+def test_evaluate_writes_a_self_contained_report(tmp_path, capsys, train_tiny):
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--config",
-                "tiny",
-                "--set",
-                "train.num_iterations=1",
-                "--set",
-                "sample.num_inference_steps=2",
-                "--set",
-                "eval.file=null",
-                "--output-dir",
-                str(run),
-            ]
-        )
-        == 0
-    )
+    assert train_tiny(run) == 0
     prompts = tmp_path / "parti.tsv"
     prompts.write_text(
         "Prompt\tCategory\tChallenge\tNote\na red circle\tShapes\tBasic\t\na blue square\tShapes\tBasic\t\na cat\tAnimals\tBasic\t\n"
