@@ -24,7 +24,7 @@ training (half of them trained per sample) and 20 at evaluation, the same for ev
 | dominance count | standardised (dominated − dominating) | 4 prompts × 8 |
 | HV contribution | standardised exclusive hypervolume contribution | 4 prompts × 8 |
 | Parrot Eq. 4, group z | the previous default job's objective | 4 prompts × 8 |
-| drift control rows | Pareto filter + group z with KL β = 1 or 10, or PPO clip 0.1 × 2 epochs; group-z sum with KL β = 10 | 4 prompts × 8 |
+| drift control rows | KL β = 0.01 on Pareto filter + group z, HV contribution and the group-z sum; PPO clip 0.1 × 2 epochs | 4 prompts × 8 |
 
 Measured per row and seed: each reward's mean and their average; the per-prompt hypervolume (each
 prompt's images above a reference point: each reward's 10th percentile over the base +
@@ -100,20 +100,27 @@ ROWS = [
     ("front_rank", "front rank + crowding", "pareto", ["objective.name=front_rank"]),
     ("dominance", "dominance count", "pareto", ["objective.name=dominance_count"]),
     ("hv_contrib", "HV contribution", "pareto", ["objective.name=hv_contribution"]),
-    # Drift control (issue 15, item 4) on the Pareto filter + group z row: each changes one thing.
-    ("pareto_z_kl1", "Pareto filter + group z, KL β = 1", "pareto", [*PARETO_Z, "train.kl_coef=1.0"]),
-    ("pareto_z_kl10", "Pareto filter + group z, KL β = 10", "pareto", [*PARETO_Z, "train.kl_coef=10.0"]),
+    # Drift control (issue 15, item 4): each changes one thing. β = 0.01 balances the two gradients: after
+    # one lr-1e-3 update the summed per-step KL is ≈ 1.2 per sample and β = 10 gives a gradient norm
+    # ≈ 600 against the policy term's 0.35 (measured), so larger β only holds the model at the reference.
+    ("pareto_z_kl", "Pareto filter + group z, KL β = 0.01", "pareto", [*PARETO_Z, "train.kl_coef=0.01"]),
+    (
+        "hv_contrib_kl",
+        "HV contribution, KL β = 0.01",
+        "pareto",
+        ["objective.name=hv_contribution", "train.kl_coef=0.01"],
+    ),
+    (
+        "ws_group_z_kl",
+        "weighted sum, group z, KL β = 0.01",
+        "scalarisation",
+        ["objective.name=weighted_sum", "objective.reward_normalization=group", "train.kl_coef=0.01"],
+    ),
     (
         "pareto_z_ppo",
         "Pareto filter + group z, PPO clip 0.1 × 2 epochs",
         "pareto",
         [*PARETO_Z, "train.clip_range=0.1", "train.num_inner_epochs=2"],
-    ),
-    (
-        "ws_group_z_kl10",
-        "weighted sum, group z, KL β = 10",
-        "scalarisation",
-        ["objective.name=weighted_sum", "objective.reward_normalization=group", "train.kl_coef=10.0"],
     ),
     (
         "parrot_z",
