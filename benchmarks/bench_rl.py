@@ -44,7 +44,12 @@ RESULTS = Path(__file__).parent / "results"
 REWARDS = ["brightness", "colorfulness", "jpeg_compressibility"]
 PROMPTS = ["a red circle", "a blue square on a white background", "a green triangle", "a yellow cross at night"]
 # Run by the workers' interpreter: the versions the measurement actually used.
-VERSIONS = "import importlib.metadata as m, json\nout = {}\nfor p in ['torch', 'diffusers', 'transformers', 'accelerate', 'trl']:\n    try:\n        out[p] = m.version(p)\n    except m.PackageNotFoundError:\n        out[p] = None\nprint(json.dumps(out))"
+VERSIONS = (
+    "import importlib.metadata as m, json\nout = {}\n"
+    "for p in ['torch', 'diffusers', 'transformers', 'accelerate', 'trl']:\n"
+    "    try:\n        out[p] = m.version(p)\n    except m.PackageNotFoundError:\n        out[p] = None\n"
+    "print(json.dumps(out))"
+)
 # The default comparison settings (the CLI's defaults; benchmarks/ab_iterations.py reuses them).
 SETTINGS = argparse.Namespace(images=16, group=8, steps=20, guidance=5.0, eta=1.0)
 CONTENDERS = ["sampler_ours", "sampler_diffusers", "rl_parrot", "rl_parrot_batch", "rl_weighted_sum", "rl_trl"]
@@ -188,9 +193,9 @@ def worker_trl(args) -> dict:
     import torch
     from trl import DDPOConfig, DDPOTrainer, DefaultDDPOStableDiffusionPipeline
 
-    from parrot_t2i.rewards import build_reward
+    from parrot_t2i.rewards import build_rewards
 
-    rewards = [build_reward(name) for name in REWARDS]
+    rewards = build_rewards(REWARDS)
 
     def reward_fn(images, prompts, metadata):  # the weighted sum (equal weights) of the same rewards
         scores = torch.stack([r(images.float().clamp(0, 1), list(prompts)) for r in rewards], 1)
@@ -349,11 +354,13 @@ def main() -> None:
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
     print(
-        f"\n{args.scale} model, {args.images} images/iteration ({args.group} per prompt), {args.steps} DDIM steps, CFG {args.guidance}, eta {args.eta}; median of {args.repeats}; {device}"
+        f"\n{args.scale} model, {args.images} images/iteration ({args.group} per prompt), {args.steps} DDIM steps, "
+        f"CFG {args.guidance}, eta {args.eta}; median of {args.repeats}; {device}"
     )
     gpu = torch.cuda.is_available()
     print(
-        f"| contender | median s | all s | peak {'GPU' if gpu else 'RSS'} MB | trained fraction | sample s | update s |\n|---|---:|---|---:|---:|---:|---:|"
+        f"| contender | median s | all s | peak {'GPU' if gpu else 'RSS'} MB | trained fraction | sample s | update "
+        "s |\n|---|---:|---|---:|---:|---:|---:|"
     )
     for name in args.only:
         r = results[name]
@@ -367,7 +374,8 @@ def main() -> None:
             else ["", ""]
         )
         print(
-            f"| {name} | {median(name):.3f} | {', '.join(f'{s:.3f}' for s in r['seconds'])} | {r['peak_gpu_mb' if gpu else 'peak_rss_mb']:.0f} | {fraction} | {' | '.join(phases)} |"
+            f"| {name} | {median(name):.3f} | {', '.join(f'{s:.3f}' for s in r['seconds'])} | "
+            f"{r['peak_gpu_mb' if gpu else 'peak_rss_mb']:.0f} | {fraction} | {' | '.join(phases)} |"
         )
     print("\n| ratio | measured | target |\n|---|---:|---:|")
     for label, (value, target) in ratios.items():

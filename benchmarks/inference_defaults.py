@@ -36,7 +36,7 @@ from parrot_t2i.mini import weights_path
 from parrot_t2i.mini.nets import AttributeChecker
 from parrot_t2i.pen import PromptExpander
 from parrot_t2i.prompts import read_prompt_file
-from parrot_t2i.rewards import build_reward
+from parrot_t2i.rewards import build_rewards
 from parrot_t2i.runs import open_run, run_expander, run_policy
 from parrot_t2i.t2i import T2IPolicy
 
@@ -70,7 +70,7 @@ def main() -> None:
         defaults = inference_from_config(config, expander, trained_identifiers=False)
     defaults = replace(defaults, seed=args.seed)
     names = [spec.name for spec in config.rewards]
-    rewards = [build_reward(spec) for spec in config.rewards]
+    rewards = build_rewards(config.rewards)
     checker = AttributeChecker.from_pretrained(weights_path("checker")).eval()
     prompts = read_prompt_file("builtin:mini-heldout", "held-out prompts")
     settings = [
@@ -79,7 +79,8 @@ def main() -> None:
             replace(defaults, expander=None, original_guidance=False, guidance_rescale=0.0),
         ),
         (
-            f"defaults (w1 {defaults.w1}, w2 {defaults.w2}, rescale {defaults.guidance_rescale}, expand {defaults.expander is not None})",
+            f"defaults (w1 {defaults.w1}, w2 {defaults.w2}, rescale {defaults.guidance_rescale}, expand "
+            f"{defaults.expander is not None})",
             defaults,
         ),
         *[(label, replace(defaults, **changes)) for label, changes in GRID],

@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from parrot_t2i.config import load_config
+from parrot_t2i.tracking import start as start_trackers
 from parrot_t2i.trainer import record_iteration, setup_run, train_iteration
 
 PHASES = ["expand", "sample", "reward", "update", "pen_update", "log", "iteration"]
@@ -36,7 +37,7 @@ def measure(preset: str | None, iterations: int, warmup: int, overrides: list[st
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(preset, [*overrides, f"train.output_dir={tmp}"])
         run = setup_run(config, Path(tmp))
-        run.accelerator.init_trackers("tensorboard")
+        start_trackers(run.accelerator, config, Path(tmp))
         rows = []
         total = warmup + iterations
         for i in range(1, total + 1):
@@ -88,7 +89,8 @@ def main() -> None:
     for r in results:
         cells = " | ".join(f"{r['mean_log_s' if k == 'log' else f'median_{k}_s']:.3f}" for k in PHASES)
         print(
-            f"| {r['preset']} | {r['images_per_iteration']} | {r['num_inference_steps']} | {r['median_selected_fraction']:.2f} | {cells} |"
+            f"| {r['preset']} | {r['images_per_iteration']} | {r['num_inference_steps']} | "
+            f"{r['median_selected_fraction']:.2f} | {cells} |"
         )
     machine = {
         "cpu_count": os.cpu_count(),

@@ -46,7 +46,7 @@ from parrot_t2i.mini.world import (
 )
 from parrot_t2i.pareto import non_dominated
 from parrot_t2i.prompts import read_prompt_file
-from parrot_t2i.rewards import build_reward
+from parrot_t2i.rewards import build_rewards
 from parrot_t2i.t2i import T2IPolicy
 
 TARGETS = {"shape": 0.80, "colour": 0.60, "background": 0.70}
@@ -86,7 +86,7 @@ def one_change(scene: Scene, rng: random.Random) -> Scene:
 def retrieval_top1(n: int = 512, candidates: int = 8, seed: int = 7, hard: bool = False) -> float:
     """Top-1 caption retrieval: distractors are random full captions, or (``hard``) captions of the
     same scene with one attribute changed."""
-    alignment = build_reward("mini_alignment")
+    alignment = build_rewards(["mini_alignment"])[0]
     rng = random.Random(seed)
     scenes = [random_scene(rng) for _ in range(n)]
     images = render(scenes, torch.Generator().manual_seed(seed))
@@ -160,13 +160,15 @@ def main() -> None:
     result["alignment_retrieval_top1_among_8"] = retrieval_top1()
     result["alignment_retrieval_top1_among_8_one_attribute_changed"] = retrieval_top1(hard=True)
     print(
-        f"3. alignment reward, caption retrieval top-1 among 8 (≥ 0.90): {result['alignment_retrieval_top1_among_8']:.3f}"
+        "3. alignment reward, caption retrieval top-1 among 8 (≥ 0.90): "
+        f"{result['alignment_retrieval_top1_among_8']:.3f}"
     )
     print(
-        f"   harder: the 7 distractors differ from the true caption in one attribute: {result['alignment_retrieval_top1_among_8_one_attribute_changed']:.3f}"
+        "   harder: the 7 distractors differ from the true caption in one attribute: "
+        f"{result['alignment_retrieval_top1_among_8_one_attribute_changed']:.3f}"
     )
 
-    scores = score([build_reward(name) for name in REWARDS], base_images, base_prompts)
+    scores = score(build_rewards(REWARDS), base_images, base_prompts)
     groups = torch.arange(len(base_prompts)) // args.images_per_prompt
     result["base_reward_means"] = {name: float(scores[:, k].mean()) for k, name in enumerate(REWARDS)}
     result["base_reward_spearman"] = correlations(scores)
@@ -180,14 +182,16 @@ def main() -> None:
         )
     print("   means: " + ", ".join(f"{n}={v:.3f}" for n, v in result["base_reward_means"].items()))
     print(
-        f"   non-dominated within each prompt's {args.images_per_prompt} images: {result['base_non_dominated_fraction_per_prompt_group']:.2f}"
+        f"   non-dominated within each prompt's {args.images_per_prompt} images: "
+        f"{result['base_non_dominated_fraction_per_prompt_group']:.2f}"
     )
 
     if not args.skip_train or args.run:
         train = default_train_run(args.run)
         result["default_train"] = train
         print(
-            f"5. default `parrot train`: {train['iterations']} iterations, wall time {train['wall_time_s'] / 60:.1f} min (inside the run)"
+            f"5. default `parrot train`: {train['iterations']} iterations, wall time {train['wall_time_s'] / 60:.1f} "
+            "min (inside the run)"
         )
         print("   | reward | before | after | change |")
         for name, before in train["before"].items():

@@ -24,7 +24,7 @@ training (half of them trained per sample) and 20 at evaluation, the same for ev
 | dominance count | standardised (dominated − dominating) | 4 prompts × 8 |
 | HV contribution | standardised exclusive hypervolume contribution | 4 prompts × 8 |
 | Parrot Eq. 4, group z | the previous default job's objective | 4 prompts × 8 |
-| drift control rows | KL β = 0.01 on Pareto filter + group z, HV contribution and the group-z sum; PPO clip 0.1 × 2 epochs | 4 prompts × 8 |
+| drift control | KL β = 0.01 on Pareto z, HV contribution, group-z sum; PPO clip 0.1 × 2 epochs | 4 prompts × 8 |
 
 Measured per row and seed: each reward's mean and their average; the per-prompt hypervolume (each
 prompt's images above a reference point: each reward's 10th percentile over the base +
@@ -62,7 +62,7 @@ from parrot_t2i.mini import weights_path
 from parrot_t2i.mini.nets import AttributeChecker
 from parrot_t2i.pareto import hypervolume, per_prompt_hypervolume
 from parrot_t2i.prompts import read_prompt_file
-from parrot_t2i.rewards import build_reward
+from parrot_t2i.rewards import build_rewards
 from parrot_t2i.runs import open_run, run_policy
 from parrot_t2i.stats import mean_ci
 from parrot_t2i.t2i import T2IPolicy
@@ -212,7 +212,7 @@ def main() -> None:
     prompts = read_prompt_file("builtin:mini-heldout", "held-out prompts")[: args.eval_prompts]
     defaults = load_config(None)
     names = [spec.name for spec in defaults.rewards]
-    rewards = [build_reward(spec) for spec in defaults.rewards]
+    rewards = build_rewards(defaults.rewards)
     checker = AttributeChecker.from_pretrained(weights_path("checker")).eval()
     work = Path(args.work_dir)
     budget = [
@@ -363,12 +363,14 @@ def print_table(table: dict, names: list[str], comparison: dict) -> None:
         print(
             f"| {entry['label']} | "
             + " | ".join(cells)
-            + f" | {cost.get('backward_fraction', float('nan')):.2f} | {cost.get('iteration_s', float('nan')):.1f} | {len(entry['seeds'])} |"
+            + f" | {cost.get('backward_fraction', float('nan')):.2f} | {cost.get('iteration_s', float('nan')):.1f} "
+            f"| {len(entry['seeds'])} |"
         )
     if comparison:
         d = comparison["pareto_minus_scalarisation"]
         print(
-            f"\nbest Pareto ({comparison['best_pareto']}) − best scalarisation ({comparison['best_scalarisation']}), paired over seeds {comparison['seeds']}: "
+            f"\nbest Pareto ({comparison['best_pareto']}) − best scalarisation ({comparison['best_scalarisation']}), "
+            f"paired over seeds {comparison['seeds']}: "
             + ", ".join(f"{c} {v['mean']:+.4f} ± {v['ci95']:.4f}" for c, v in d.items())
         )
 

@@ -37,7 +37,7 @@ import torch
 from parrot_t2i.evaluate import evaluate, inference_from_config
 from parrot_t2i.identifiers import identifier_strings
 from parrot_t2i.prompts import read_prompt_file
-from parrot_t2i.rewards import build_reward
+from parrot_t2i.rewards import build_rewards
 from parrot_t2i.runs import open_run, run_expander, run_policy
 
 
@@ -70,7 +70,7 @@ def main() -> None:
     config, checkpoint = open_run(run_dir)
     policy, expander = run_policy(config, checkpoint), run_expander(config, checkpoint)
     names = [spec.name for spec in config.rewards]
-    rewards = [build_reward(spec) for spec in config.rewards]
+    rewards = build_rewards(config.rewards)
     prompts = read_prompt_file(config.eval.file or "builtin:mini-heldout", "eval.file")
     strings = identifier_strings(len(names), config.prompts.identifier_template, config.prompts.identifier_strings)
     default = replace(inference_from_config(config, expander), identifiers=strings, original_guidance=True)
@@ -113,7 +113,8 @@ def main() -> None:
     )
     for name, g in gains.items():
         print(
-            f"   {name:>16}: {g['gain']:+.4f} ± {g['standard_error']:.4f} ({'raised' if g['raised'] else 'NOT raised'})"
+            f"   {name:>16}: {g['gain']:+.4f} ± {g['standard_error']:.4f} "
+            f"({'raised' if g['raised'] else 'NOT raised'})"
             f" | specific to k: {g['over_other_single_identifiers']:+.4f} ± {g['over_other_standard_error']:.4f}"
         )
 

@@ -61,7 +61,8 @@ def main() -> None:
     changed = sorted(set(words_before) | set(words_after), key=lambda w: -abs(words_after[w] - words_before[w]))[:10]
     print(f"{len(prompts)} expansions of {len(held_out)} held-out prompts, checkpoint {checkpoint.name}")
     print(
-        f"prompt attributes the expansion contradicts: before {sum(contradicted_before.values())} {contradicted_before}, "
+        f"prompt attributes the expansion contradicts: before {sum(contradicted_before.values())} "
+        f"{contradicted_before}, "
         f"after {sum(contradicted_after.values())} {contradicted_after}"
     )
     print("| word | before | after |\n|---|---:|---:|")

@@ -18,11 +18,13 @@ import json
 import os
 import platform
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' tiny PEN builder
 
 import torch
 from diffusers import (
@@ -31,10 +33,11 @@ from diffusers import (
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
+from tiny_models import build_tiny_pen
 from transformers import CLIPTextConfig, CLIPTextModel, GPT2Config, GPT2LMHeadModel
 
 from parrot_t2i.config import load_config
-from parrot_t2i.tiny import build_tiny_pen, build_tiny_sd, tiny_tokenizer
+from parrot_t2i.tiny import build_tiny_sd, tiny_tokenizer
 from parrot_t2i.trainer import setup_run, train_iteration
 
 RESULTS = Path(__file__).parent / "results"
@@ -117,7 +120,8 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.scale == "full" and device != "cuda":
         raise SystemExit(
-            "--scale full needs a CUDA GPU (one iteration samples 256 images at 512² with 50 steps); use --scale tiny on a CPU"
+            "--scale full needs a CUDA GPU (one iteration samples 256 images at 512² with 50 steps); use --scale "
+            "tiny on a CPU"
         )
     work = Path(tempfile.mkdtemp(prefix="sd15-bench-"))
     if args.scale == "full":
@@ -136,7 +140,8 @@ def main() -> None:
             f"model.pretrained={model}",
             f"pen.pretrained={pen}",
             "rewards=[brightness, colorfulness, jpeg_incompressibility]",
-            "prompts.prompts=['a photograph of an astronaut riding a horse', 'a bowl of fruit on a wooden table', 'a city street at night in the rain', 'a portrait of an old fisherman']",
+            "prompts.prompts=['a photograph of an astronaut riding a horse', 'a bowl of fruit on a wooden table', 'a "
+            "city street at night in the rain', 'a portrait of an old fisherman']",
             "eval.file=null",
             f"train.output_dir={work / 'run'}",
             *overrides,
@@ -173,7 +178,10 @@ def main() -> None:
     }
     print("| scale | device | images/it | steps | res | iteration s | images/s | peak memory GB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    row = f"| {args.scale} | {result['device']} | {images} | {result['num_inference_steps']} | {result['resolution']} | {result['iteration_s']} | {result['images_per_s']} | {result['peak_memory_gb']} ({result['memory_kind']}) |"
+    row = (
+        f"| {args.scale} | {result['device']} | {images} | {result['num_inference_steps']} | {result['resolution']} "
+        f"| {result['iteration_s']} | {result['images_per_s']} | {result['peak_memory_gb']} ({result['memory_kind']}) |"
+    )
     print(row)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"sd15_iteration{'' if args.scale == 'full' else '_tiny'}.json"

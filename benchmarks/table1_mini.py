@@ -44,7 +44,7 @@ from parrot_t2i.evaluate import evaluate, inference_from_config
 from parrot_t2i.pareto import hypervolume
 from parrot_t2i.plots import reward_curves, save
 from parrot_t2i.prompts import read_prompt_file
-from parrot_t2i.rewards import build_reward
+from parrot_t2i.rewards import build_rewards
 from parrot_t2i.runs import open_run, run_expander, run_policy
 from parrot_t2i.t2i import T2IPolicy
 from parrot_t2i.trainer import train
@@ -101,7 +101,7 @@ def main() -> None:
     prompts = read_prompt_file("builtin:mini-heldout", "held-out prompts")
     base_config = load_config(None)
     names = [spec.name for spec in base_config.rewards]
-    rewards = [build_reward(spec) for spec in base_config.rewards]
+    rewards = build_rewards(base_config.rewards)
     table: dict[str, list[dict]] = {row: [] for row, _, _ in ROWS}
     curves: dict[str, list[list[float]]] = {}
     train_seconds = {}
@@ -161,7 +161,8 @@ def main() -> None:
     columns = [*names, "average", "hypervolume"]
     summary = {}
     print(
-        f"\n{len(prompts)} held-out prompts × {args.images_per_prompt} images; {args.iterations} iterations per training; seeds {args.seeds}; mean ± half-range over seeds"
+        f"\n{len(prompts)} held-out prompts × {args.images_per_prompt} images; {args.iterations} iterations per "
+        f"training; seeds {args.seeds}; mean ± half-range over seeds"
     )
     print("| row | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns))
     for row, values in table.items():

@@ -15,7 +15,8 @@ backward (the update's inner loop) on the same UNet, compares:
 - eager vs ``torch.compile`` (with ``--compile``; the build time is reported apart).
 
 Each variant changes one thing from the baseline (one batched call, no_grad, NCHW, eager) and is
-timed ``--repeats`` times after a warm-up; the table shows medians and the ratio to the baseline. Writes benchmarks/results/unet_variants.json.
+timed ``--repeats`` times after a warm-up; the table shows medians and the ratio to the baseline.
+Writes benchmarks/results/unet_variants.json.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def main() -> None:
         print(f"| {phase} | {name} | {seconds:.4f} | {rows[-1]['vs_baseline']:.3f} |", flush=True)
 
     print(
-        f"{args.model}: batch {args.batch}, latents {tuple(x0.shape[1:])}, {args.steps} sampling steps, CFG {args.guidance}, {torch.get_num_threads()} threads"
+        f"{args.model}: batch {args.batch}, latents {tuple(x0.shape[1:])}, {args.steps} sampling steps, CFG "
+        f"{args.guidance}, {torch.get_num_threads()} threads"
     )
     print("| phase | variant | median s | vs baseline |\n|---|---|---:|---:|")
     package = "baseline: one batched CFG call, no_grad, NCHW, eager"

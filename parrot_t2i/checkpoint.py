@@ -183,7 +183,8 @@ def resumable_checkpoint(run_dir: Path) -> tuple[Path, int]:
     for checkpoint in intact_checkpoints(run_dir, needs_state=True):
         return checkpoint, json.loads((checkpoint / STATE / "progress.json").read_text())["iteration"]
     raise ParrotError(
-        f"cannot resume {str(run_dir)!r}: it has no intact checkpoint with a resume state (set train.checkpoint_every to write them)"
+        f"cannot resume {str(run_dir)!r}: it has no intact checkpoint with a resume state (set "
+        "train.checkpoint_every to write them)"
     )
 
 
@@ -194,7 +195,8 @@ def load_checkpoint(run: Run, checkpoint: Path) -> tuple[int, bool]:
     progress = json.loads((checkpoint / STATE / "progress.json").read_text())
     if progress["num_processes"] != acc.num_processes:
         raise ParrotError(
-            f"{checkpoint} was written by {progress['num_processes']} process(es); resume it with the same number (got {acc.num_processes})"
+            f"{checkpoint} was written by {progress['num_processes']} process(es); resume it with the same number "
+            f"(got {acc.num_processes})"
         )
     if run.params:
         if run.config.model.trainable == "lora":

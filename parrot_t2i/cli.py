@@ -6,25 +6,26 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from .config import ConfigError, load_config, preset_names
+from .config import (
+    ONE_OR_MORE,
+    POSITIVE,
+    RANGES,
+    UNIT,
+    ConfigError,
+    Range,
+    check_ranges,
+    load_config,
+    preset_names,
+)
 from .errors import ParrotError, RewardError
 
-# (check, what the message says is allowed) for _check_flags
-ONE_OR_MORE = (lambda v: v >= 1, ">= 1")
-NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
-POSITIVE = (lambda v: v > 0, "> 0")
-UNIT = (lambda v: 0 <= v <= 1, "in [0, 1]")
 
-
-def _check_flags(args: argparse.Namespace, *checks: tuple[str, Callable[[float], bool], str]) -> None:
-    """A one-line error for the first given flag whose value fails its check (unset flags pass)."""
-    for flag, ok, allowed in checks:
-        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
-        if value is not None and not ok(value):
-            raise ConfigError(f"{flag} must be {allowed} (got {value})")
+def _check_flags(args: argparse.Namespace, **ranges: Range) -> None:
+    """The flags given (``n=ONE_OR_MORE`` checks ``--n``) against their ranges, by config.check_ranges."""
+    given = ((name, getattr(args, name)) for name in ranges)
+    check_ranges((f"--{name.replace('_', '-')}", value, ranges[name]) for name, value in given if value is not None)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -36,7 +37,8 @@ def _train(args: argparse.Namespace) -> None:
 
         if args.config or args.output_dir:
             raise ConfigError(
-                "--resume continues a run with its own config.yaml and folder: drop --config/--output-dir (--set may extend it, e.g. train.num_iterations)"
+                "--resume continues a run with its own config.yaml and folder: drop --config/--output-dir (--set may "
+                "extend it, e.g. train.num_iterations)"
             )
         train(
             run_config(args.resume, "--resume", [*overrides, f"train.output_dir={args.resume}"]),
@@ -64,19 +66,19 @@ def _generate(args: argparse.Namespace) -> None:
     from .identifiers import DEFAULT_TEMPLATE, choose_identifiers, identifier_strings
     from .images import image_path, save_grid
     from .pen import PromptExpander
-    from .rewards import build_reward
+    from .rewards import build_rewards
     from .runs import open_run, run_expander, run_policy
     from .t2i import T2IPolicy
 
     _check_flags(
         args,
-        ("--n", *ONE_OR_MORE),
-        ("--eta", *UNIT),
-        ("--w1", *NON_NEGATIVE),
-        ("--w2", *NON_NEGATIVE),
-        ("--guidance-rescale", *UNIT),
-        ("--steps", *ONE_OR_MORE),
-        ("--guidance-scale", *ONE_OR_MORE),
+        n=ONE_OR_MORE,
+        eta=UNIT,  # 0 allowed here: a deterministic sample
+        w1=RANGES["eval.w1"],
+        w2=RANGES["eval.w2"],
+        guidance_rescale=RANGES["eval.guidance_rescale"],
+        steps=RANGES["sample.num_inference_steps"],
+        guidance_scale=RANGES["sample.guidance_scale"],
     )
     reward_names = [r.strip() for r in (args.rewards or "").split(",") if r.strip()]
     if args.run and args.pen:
@@ -117,7 +119,7 @@ def _generate(args: argparse.Namespace) -> None:
         eta=args.eta,
         seed=args.seed,
     )
-    rewards = [build_reward(spec) for spec in reward_specs]  # before sampling: a typo fails fast
+    rewards = build_rewards(reward_specs)  # before sampling: a typo fails fast
     out = image_path(args.out)
     images, expansions = infer(policy, [args.prompt] * args.n, inference, desc="generate")
     save_grid(images, out)
@@ -155,13 +157,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate, inference_from_config
     from .prompts import read_prompt_file
     from .report import Entry, write_report
-    from .rewards import build_reward
+    from .rewards import build_rewards
     from .runs import open_run, run_expander, run_policy
     from .t2i import T2IPolicy
 
     if not args.run and not args.model:
         raise ConfigError("name at least one --run DIR or --model ID to evaluate")
-    _check_flags(args, ("--images-per-prompt", *ONE_OR_MORE))
+    _check_flags(args, images_per_prompt=RANGES["eval.images_per_prompt"])
     prompts = read_prompt_file(args.prompts, "--prompts")
     runs = [(run, *open_run(run)) for run in args.run]
     specs = (
@@ -173,7 +175,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         raise ConfigError(
             "--rewards is needed when only --model entries are given (e.g. --rewards mini_aesthetic,mini_alignment)"
         )
-    rewards = [build_reward(spec) for spec in specs]  # before any sampling: a typo fails fast
+    rewards = build_rewards(specs)  # before any sampling: a typo fails fast
     names = [getattr(spec, "name", spec) for spec in specs]
     reference = [float(v) for v in args.reference.split(",")] if args.reference else None
     if reference is not None and len(reference) != len(names):
@@ -230,7 +232,8 @@ def _warn_unsupported_words(prompt: str) -> None:
     words = unsupported_words(prompt)
     if words:
         print(
-            f"parrot: warning: the mini world has no {', '.join(repr(w) for w in words)}: the model will not draw them (docs/MINI_WORLD.md lists what it has)",
+            f"parrot: warning: the mini world has no {', '.join(repr(w) for w in words)}: the model will not draw "
+            "them (docs/MINI_WORLD.md lists what it has)",
             file=sys.stderr,
         )
 
@@ -241,7 +244,7 @@ def _sft_pen(args: argparse.Namespace) -> None:
     from .pen import PromptExpander
     from .pen_sft import read_pairs, sample_from, sft_pen
 
-    _check_flags(args, ("--steps", *ONE_OR_MORE), ("--batch-size", *ONE_OR_MORE), ("--learning-rate", *POSITIVE))
+    _check_flags(args, steps=ONE_OR_MORE, batch_size=ONE_OR_MORE, learning_rate=POSITIVE)
     if args.data == "builtin:mini":
         from .mini.train_pen import grammar_pairs as pairs
     else:
@@ -266,7 +269,7 @@ def _mini(args: argparse.Namespace) -> None:
 
     from .mini import WEIGHTS
 
-    _check_flags(args, ("--steps", *ONE_OR_MORE), ("--finetune-steps", *ONE_OR_MORE))
+    _check_flags(args, steps=ONE_OR_MORE, finetune_steps=ONE_OR_MORE)
     out, work, resume = Path(args.out) if args.out else WEIGHTS, Path(args.work_dir), not args.restart
     steps = {"steps": args.steps} if args.steps else {}
     if args.mini_command == "train-t2i":
@@ -334,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--n", type=int, default=8, help="number of images (default 8)")
     gen.add_argument(
         "--identifiers",
-        help="reward identifiers to prefix: all, none, or reward numbers such as 1,3 (default: all for a run trained with them, else none)",
+        help="reward identifiers to prefix: all, none, or reward numbers such as 1,3 (default: all for a run trained "
+        "with them, else none)",
     )
     gen.add_argument(
         "--w1",
@@ -349,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--guidance-rescale",
         type=float,
-        help="guidance rescale φ in [0, 1] (Lin et al. 2024; default: the run's eval.guidance_rescale, else the config default)",
+        help="guidance rescale φ in [0, 1] (Lin et al. 2024; default: the run's eval.guidance_rescale, else the "
+        "config default)",
     )
     gen.add_argument(
         "--no-original-guidance",
@@ -388,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         action="append",
         default=[],
-        help="a base model (hub id, folder, builtin:NAME): the prompt as given, the config defaults' guidance; repeatable",
+        help="a base model (hub id, folder, builtin:NAME): the prompt as given, the config defaults' guidance; "
+        "repeatable",
     )
     ev.add_argument(
         "--prompts",
@@ -399,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--rewards", help="comma-separated reward names (default: the first run's rewards)")
     ev.add_argument(
         "--reference",
-        help="hypervolume reference point, one value per reward (default: each reward's 10%% quantile over the first entry's images)",
+        help="hypervolume reference point, one value per reward (default: each reward's 10%% quantile over the first "
+        "entry's images)",
     )
     ev.add_argument("--seed", type=int, default=1234, help="noise and PEN seed, the same for every entry")
     ev.add_argument("--out", default="report", help="folder for the report")
@@ -420,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sft.add_argument(
         "--template",
-        help="how the prompt is presented: mini, promptist, instruction (the paper's) or a format string with {prompt}; default: the model's saved template, else instruction",
+        help="how the prompt is presented: mini, promptist, instruction (the paper's) or a format string with "
+        "{prompt}; default: the model's saved template, else instruction",
     )
     sft.add_argument("--out", required=True, help="folder to write the fine-tuned PEN to")
     sft.add_argument("--steps", type=int, default=1000)

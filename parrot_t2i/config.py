@@ -212,6 +212,10 @@ class TrainConfig:
     checkpoint_every: int = 10
     # Log an image grid every N iterations (0: never, except first and last).
     log_images_every: int = 10
+    # Experiment trackers (accelerate's): tensorboard, wandb, mlflow, a comma-separated list of
+    # them, or "all" (every one installed). Each but TensorBoard is an optional extra
+    # (pip install 'parrot-t2i[wandb]') and follows its own environment (WANDB_MODE=offline, ...).
+    report_to: str = "tensorboard"
 
 
 @dataclass
@@ -263,41 +267,11 @@ class Config:
 
     def validate(self) -> Config:
         """Range and cross-field checks; raises ConfigError naming the key."""
-        checks = [
-            ("model.lora_rank", self.model.lora_rank >= 1, ">= 1"),
-            ("sample.num_inference_steps", self.sample.num_inference_steps >= 1, ">= 1"),
-            ("sample.guidance_scale", self.sample.guidance_scale >= 1.0, ">= 1.0"),
-            ("sample.eta", 0.0 < self.sample.eta <= 1.0, "in (0, 1]"),
-            ("sample.prompts_per_iteration", self.sample.prompts_per_iteration >= 1, ">= 1"),
-            ("sample.images_per_prompt", self.sample.images_per_prompt >= 1, ">= 1"),
-            ("sample.batch_size", self.sample.batch_size >= 1, ">= 1"),
-            ("train.num_iterations", self.train.num_iterations >= 0, ">= 0"),
-            ("train.learning_rate", self.train.learning_rate > 0, "> 0"),
-            ("train.adam_beta1", 0 <= self.train.adam_beta1 < 1, "in [0, 1)"),
-            ("train.adam_beta2", 0 <= self.train.adam_beta2 < 1, "in [0, 1)"),
-            ("train.adam_weight_decay", self.train.adam_weight_decay >= 0, ">= 0"),
-            ("train.max_grad_norm", self.train.max_grad_norm > 0, "> 0"),
-            ("train.batch_size", self.train.batch_size >= 1, ">= 1"),
-            ("train.timestep_fraction", 0 < self.train.timestep_fraction <= 1, "in (0, 1]"),
-            ("train.clip_range", self.train.clip_range is None or self.train.clip_range > 0, "> 0 or null"),
-            ("train.num_inner_epochs", self.train.num_inner_epochs >= 1, ">= 1"),
-            ("train.kl_coef", self.train.kl_coef >= 0, ">= 0"),
-            ("train.checkpoint_every", self.train.checkpoint_every >= 0, ">= 0"),
-            ("train.log_images_every", self.train.log_images_every >= 0, ">= 0"),
-            ("eval.images_per_prompt", self.eval.images_per_prompt >= 1, ">= 1"),
-            ("eval.w1", self.eval.w1 >= 0, ">= 0"),
-            ("eval.w2", self.eval.w2 >= 0, ">= 0"),
-            ("eval.guidance_rescale", 0 <= self.eval.guidance_rescale <= 1, "in [0, 1]"),
-            ("pen.max_new_tokens", self.pen.max_new_tokens >= 1, ">= 1"),
-            ("pen.temperature", self.pen.temperature > 0, "> 0"),
-            ("pen.top_p", 0 < self.pen.top_p <= 1, "in (0, 1]"),
-            ("pen.lora_rank", self.pen.lora_rank >= 1, ">= 1"),
-            ("pen.learning_rate", self.pen.learning_rate > 0, "> 0"),
-            ("pen.kl_coef", self.pen.kl_coef >= 0, ">= 0"),
-        ]
-        for key, ok, allowed in checks:
-            if not ok:
-                raise ConfigError(f"{key} must be {allowed} (got {_lookup(self, key)!r})")
+        check_ranges((key, _lookup(self, key), rule) for key, rule in RANGES.items())
+        try:
+            parse_report_to(self.train.report_to)
+        except ValueError as err:
+            raise ConfigError(f"train.report_to {err}") from None
         if not self.rewards:
             raise ConfigError("rewards: at least one reward is required")
         names = [r.name for r in self.rewards]
@@ -318,7 +292,8 @@ class Config:
             raise ConfigError("prompts.identifier_template must contain '{k}'")
         if self.prompts.identifier_strings and len(self.prompts.identifier_strings) != len(names):
             raise ConfigError(
-                f"prompts.identifier_strings needs one string per reward ({len(names)}), got {self.prompts.identifier_strings}"
+                f"prompts.identifier_strings needs one string per reward ({len(names)}), got "
+                f"{self.prompts.identifier_strings}"
             )
         try:
             parse_identifiers(self.eval.identifiers, len(names))
@@ -331,15 +306,94 @@ class Config:
             raise ConfigError("train.pen=true needs a PEN: set pen.pretrained (or train.pen=false)")
         if t.mode == "decoupled" and not (t.t2i and t.pen and pen.pretrained):
             raise ConfigError(
-                "train.mode=decoupled trains the T2I model and the PEN separately: it needs train.t2i, train.pen and pen.pretrained"
+                "train.mode=decoupled trains the T2I model and the PEN separately: it needs train.t2i, train.pen and "
+                "pen.pretrained"
             )
         if self.model.train_identifiers and not (self.prompts.identifiers and t.t2i):
             raise ConfigError(
-                "model.train_identifiers learns the reward identifiers: it needs prompts.identifiers=true and train.t2i=true"
+                "model.train_identifiers learns the reward identifiers: it needs prompts.identifiers=true and "
+                "train.t2i=true"
             )
         if pen.kl_coef > 0 and pen.trainable != "lora":
             raise ConfigError("pen.kl_coef > 0 needs pen.trainable=lora (the adapters switched off give the SFT model)")
         return self
+
+
+# ----------------------------------------------------------------------------- ranges
+
+
+@dataclass(frozen=True)
+class Range:
+    """What values a number may take: ``ok(value)``, and the words an error message uses for it."""
+
+    ok: typing.Callable[[Any], bool]
+    allowed: str
+
+
+ONE_OR_MORE = Range(lambda v: v >= 1, ">= 1")
+AT_LEAST_ONE = Range(lambda v: v >= 1.0, ">= 1.0")
+NON_NEGATIVE = Range(lambda v: v >= 0, ">= 0")
+POSITIVE = Range(lambda v: v > 0, "> 0")
+POSITIVE_OR_NULL = Range(lambda v: v is None or v > 0, "> 0 or null")
+UNIT = Range(lambda v: 0 <= v <= 1, "in [0, 1]")
+UNIT_OPEN_LEFT = Range(lambda v: 0 < v <= 1, "in (0, 1]")
+UNIT_OPEN_RIGHT = Range(lambda v: 0 <= v < 1, "in [0, 1)")
+
+# The one table of allowed ranges: Config.validate checks every key, and a command-line flag that
+# stands for a key (``parrot generate --w1`` for eval.w1) is checked against the same entry.
+RANGES: dict[str, Range] = {
+    "model.lora_rank": ONE_OR_MORE,
+    "sample.num_inference_steps": ONE_OR_MORE,
+    "sample.guidance_scale": AT_LEAST_ONE,
+    "sample.eta": UNIT_OPEN_LEFT,
+    "sample.prompts_per_iteration": ONE_OR_MORE,
+    "sample.images_per_prompt": ONE_OR_MORE,
+    "sample.batch_size": ONE_OR_MORE,
+    "train.num_iterations": NON_NEGATIVE,
+    "train.learning_rate": POSITIVE,
+    "train.adam_beta1": UNIT_OPEN_RIGHT,
+    "train.adam_beta2": UNIT_OPEN_RIGHT,
+    "train.adam_weight_decay": NON_NEGATIVE,
+    "train.max_grad_norm": POSITIVE,
+    "train.batch_size": ONE_OR_MORE,
+    "train.timestep_fraction": UNIT_OPEN_LEFT,
+    "train.clip_range": POSITIVE_OR_NULL,
+    "train.num_inner_epochs": ONE_OR_MORE,
+    "train.kl_coef": NON_NEGATIVE,
+    "train.checkpoint_every": NON_NEGATIVE,
+    "train.log_images_every": NON_NEGATIVE,
+    "eval.images_per_prompt": ONE_OR_MORE,
+    "eval.w1": NON_NEGATIVE,
+    "eval.w2": NON_NEGATIVE,
+    "eval.guidance_rescale": UNIT,
+    "pen.max_new_tokens": ONE_OR_MORE,
+    "pen.temperature": POSITIVE,
+    "pen.top_p": UNIT_OPEN_LEFT,
+    "pen.lora_rank": ONE_OR_MORE,
+    "pen.learning_rate": POSITIVE,
+    "pen.kl_coef": NON_NEGATIVE,
+}
+
+
+def check_ranges(values: typing.Iterable[tuple[str, Any, Range]]) -> None:
+    """A one-line ConfigError for the first (name, value, range) whose value is out of range."""
+    for name, value, allowed in values:
+        if not allowed.ok(value):
+            raise ConfigError(f"{name} must be {allowed.allowed} (got {value!r})")
+
+
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # aim: see docs/ARCHITECTURE.md, "Experiment tracking"
+
+
+def parse_report_to(value: str) -> list[str]:
+    """``"all"`` or a comma-separated list of tracker names -> the names (installation is not checked)."""
+    names = list(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    if names == ["all"]:
+        return list(TRACKERS)
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown or not names:
+        raise ValueError(f"names no tracker {unknown or repr(value)}: use all, or a list of {', '.join(TRACKERS)}")
+    return names
 
 
 # ----------------------------------------------------------------------------- loading

@@ -37,7 +37,8 @@ def parse_identifiers(spec: str | int | list[int], num_rewards: int) -> list[int
         part = part.strip()
         if not part.isdigit() or not 1 <= int(part) <= num_rewards:
             raise ParrotError(
-                f"identifiers {spec!r}: expected 'all', 'none' or reward numbers 1..{num_rewards} separated by commas (e.g. 1,3)"
+                f"identifiers {spec!r}: expected 'all', 'none' or reward numbers 1..{num_rewards} separated by "
+                "commas (e.g. 1,3)"
             )
         if int(part) in chosen:
             raise ParrotError(f"identifiers {spec!r}: reward {part} is named twice")

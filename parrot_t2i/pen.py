@@ -30,7 +30,10 @@ logger = logging.getLogger(__name__)
 TEMPLATES = {
     "mini": "<bos>{prompt} <sep>",  # the mini world's GPT-2 (parrot_t2i/mini/train_pen.py)
     "promptist": "{prompt} Rephrase:",  # microsoft/Promptist
-    "instruction": "Input: {prompt}. This is a text input for image generation. Expand prompt for improving image quality. Output: ",  # the paper's
+    "instruction": (  # the paper's
+        "Input: {prompt}. This is a text input for image generation. "
+        "Expand prompt for improving image quality. Output: "
+    ),
 }
 # Written beside a PEN by `parrot sft-pen` (and the mini PEN): the template it was trained with.
 TEMPLATE_FILE = "parrot_pen.json"
@@ -178,7 +181,8 @@ class PromptExpander:
             cut = sum(s != p for s, p in zip(shortened, prompts))
             if cut:
                 logger.warning(
-                    "%d prompt(s) were too long for the PEN (%d positions, %d of them for the expansion) and were shortened to their first words",
+                    "%d prompt(s) were too long for the PEN (%d positions, %d of them for the expansion) and were "
+                    "shortened to their first words",
                     cut,
                     limit,
                     max_new_tokens,

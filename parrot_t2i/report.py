@@ -5,8 +5,9 @@ paper does), their average, and the per-prompt hypervolume: for each prompt, the
 space its images dominate above a reference point, averaged over prompts. The reference is each
 reward's 10th percentile over the first entry's images (the base model, or "before" training)
 unless one is given. Pairwise front plots show every image per pair of rewards, each entry's
-non-dominated images marked and its front drawn, arrows between the entries' means. Written as report.md, a self-contained report.html (images
-embedded as data URIs, figures as SVG), results.json, PNGs and SVGs; figures come from ``plots.py``.
+non-dominated images marked and its front drawn, arrows between the entries' means. Written as
+report.md, a self-contained report.html (images embedded as data URIs, figures as SVG),
+results.json, PNGs and SVGs; figures come from ``plots.py``.
 """
 
 from __future__ import annotations
@@ -115,10 +116,13 @@ def _markdown(results: dict, names: list[str], pictures: list[tuple[str, Path]])
         "# Evaluation report",
         "",
         (
-            f"Prompts: {results['prompts']}, {results['images_per_prompt']} images each; rewards scored against the original prompt. "
+            f"Prompts: {results['prompts']}, {results['images_per_prompt']} images each; rewards scored against the "
+            "original prompt. "
             "± is the 95% Student-t interval over images (optimistic: images of one prompt are correlated). "
-            f"HV per prompt: the reward-space volume one prompt's images dominate above the reference point {_rounded(results['hypervolume_reference'])} "
-            f"({results['hypervolume_reference_is']}), averaged over prompts; higher means more of the trade-off covered for each request."
+            "HV per prompt: the reward-space volume one prompt's images dominate above the reference point "
+            f"{_rounded(results['hypervolume_reference'])} "
+            f"({results['hypervolume_reference_is']}), averaged over prompts; higher means more of the trade-off "
+            "covered for each request."
         ),
         "",
         "| " + " | ".join(header) + " |",
@@ -148,15 +152,19 @@ def _html(results: dict, names: list[str], pictures: list[tuple[str, Path]]) -> 
     header = "".join(f"<th>{esc(h)}</th>" for h in ["entry", *names, "average", "HV per prompt"])
     rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in _table_rows(results, names))
     figures = "".join(
-        f'<figure><img src="{_data_uri(path)}" alt="{esc(caption)}" data-file="{esc(path.name)}"><figcaption>{esc(caption)}</figcaption></figure>'
+        f'<figure><img src="{_data_uri(path)}" alt="{esc(caption)}" '
+        f'data-file="{esc(path.name)}"><figcaption>{esc(caption)}</figcaption></figure>'
         for caption, path in pictures
     )
     return (
         '<!DOCTYPE html><html><head><meta charset="utf-8"><title>Evaluation report</title>'
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid "
+        "#ccc;padding:4px 8px;text-align:right}"
         "figure{display:inline-block;margin:8px}img{image-rendering:pixelated;max-width:480px}</style></head><body>"
-        f"<h1>Evaluation report</h1><p>Prompts: {esc(str(results['prompts']))}, {results['images_per_prompt']} images each; "
-        f"± is the 95% interval over images; HV per prompt: the reward-space volume one prompt's images dominate above "
-        f"{esc(str(_rounded(results['hypervolume_reference'])))} ({esc(results['hypervolume_reference_is'])}), averaged over prompts.</p>"
+        f"<h1>Evaluation report</h1><p>Prompts: {esc(str(results['prompts']))}, {results['images_per_prompt']} "
+        "images each; ± is the 95% interval over images; "
+        "HV per prompt: the reward-space volume one prompt's images dominate above "
+        f"{esc(str(_rounded(results['hypervolume_reference'])))} ({esc(results['hypervolume_reference_is'])}), "
+        "averaged over prompts.</p>"
         f"<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>{figures}</body></html>\n"
     )

@@ -43,7 +43,7 @@ from .distributed import gather_rows, process_rows, sum_gradients
 from .errors import ParrotError
 from .evaluate import Evaluation, comparison_table, evaluate, inference_from_config
 from .identifiers import identifier_strings, with_identifiers
-from .images import save_grid
+from .images import make_grid, save_grid
 from .objectives import (
     Objective,
     Selection,
@@ -53,8 +53,10 @@ from .objectives import (
 from .pareto import lower_quantile_reference, per_prompt_hypervolume
 from .pen import Expansions, PromptExpander, sampled_log_probs
 from .prompts import read_prompt_file
-from .rewards import Reward, RewardError, build_reward, score_all
+from .rewards import Reward, RewardError, build_rewards, score_all
 from .t2i import T2IPolicy
+from .tracking import log_grid, trackers
+from .tracking import start as start_trackers
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +145,7 @@ class Run:
 def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     accelerator = Accelerator(
         mixed_precision=config.train.mixed_precision,
-        log_with="tensorboard",
+        log_with=trackers(config.train.report_to),
         project_dir=str(run_dir) if run_dir else None,
     )
     names = [spec.name for spec in config.rewards]
@@ -151,7 +153,7 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     prompts = load_prompts(config)
     t, pen = config.train, config.pen
     with accelerator.main_process_first():  # one process fills the model caches, the others then read them
-        rewards = [build_reward(spec) for spec in config.rewards]
+        rewards = build_rewards(config.rewards, accelerator.device)
         policy = T2IPolicy.from_pretrained(config.model.pretrained)
         expander = PromptExpander.from_pretrained(pen.pretrained, pen.template) if pen.pretrained else None
     policy.to(accelerator.device)
@@ -575,13 +577,14 @@ def train(config: Config, resume: Path | None = None) -> Path:
         checkpoint, done = resumable_checkpoint(run_dir)
         if done >= total:
             raise ParrotError(
-                f"{run_dir} already finished its {total} iterations; to train longer, resume with --set train.num_iterations=N (N > {config.train.num_iterations})"
+                f"{run_dir} already finished its {total} iterations; to train longer, resume with --set "
+                f"train.num_iterations=N (N > {config.train.num_iterations})"
             )
     run = setup_run(config, run_dir)
     acc = run.accelerator
     if acc.is_main_process:
         save_config(config, run_dir / "config.yaml")
-    acc.init_trackers("tensorboard")
+    start_trackers(acc, config, run_dir)
     started = time.perf_counter()
     before = evaluate_run(run, held_out, "before") if held_out and acc.is_main_process else None
     base_t2i = snapshot(run.params) if len(plan) > 1 else None  # decoupled: the PEN phase sees the base model
@@ -631,7 +634,8 @@ def train(config: Config, resume: Path | None = None) -> Path:
         raise
     except RewardError as err:  # a reward failed: keep what was trained, then say where
         kept = (
-            f"iterations 1-{done} are saved in {save_checkpoint(run, done, trained_t2i)}; continue with `parrot train --resume {run_dir}`"
+            f"iterations 1-{done} are saved in {save_checkpoint(run, done, trained_t2i)}; continue with `parrot "
+            f"train --resume {run_dir}`"
             if done
             else "nothing was trained yet"
         )
@@ -722,8 +726,7 @@ def record_iteration(
 def log_images(run: Run, images: Tensor, iteration: int, limit: int = 16) -> None:
     shown = images[:limit]
     save_grid(shown, run.run_dir / "samples" / f"iter_{iteration:06d}.png")
-    tracker = run.accelerator.get_tracker("tensorboard", unwrap=True)
-    tracker.add_images("samples", shown.float().cpu(), global_step=iteration)
+    log_grid(run.accelerator, shown, make_grid(shown), iteration)
 
 
 def write_summary(
@@ -752,7 +755,8 @@ def write_summary(
             hypervolume_reference=reference.tolist(),
         )
         lines += [
-            f"held-out prompts ({len(set(before.prompts))} prompts × {run.config.eval.images_per_prompt} images; hv_per_prompt: hypervolume of each prompt's images above each reward's 10% quantile before training):",
+            f"held-out prompts ({len(set(before.prompts))} prompts × {run.config.eval.images_per_prompt} images; "
+            "hv_per_prompt: hypervolume of each prompt's images above each reward's 10% quantile before training):",
             comparison_table(before_means, after_means),
         ]
         if run.expander is not None and run.config.eval.expand:

@@ -31,7 +31,8 @@ def convert(checkpoint: str, base: str, out: str | Path) -> Path:
     wrong = [k for k in set(expected) & set(state) if state[k].shape != expected[k]]
     if missing or unexpected or wrong:
         raise SystemExit(
-            f"checkpoint does not fit {base}: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}, wrong shape {wrong[:3]}"
+            f"checkpoint does not fit {base}: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}, "
+            f"wrong shape {wrong[:3]}"
         )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 import torch
+from tiny_models import build_tiny_clip, build_tiny_sdxl, build_tiny_vit
 
 from parrot_t2i.tiny import build_tiny_sd
 
@@ -40,9 +41,19 @@ def tiny_sd_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_sdxl_model(tmp_path_factory):
     """A genuine tiny StableDiffusionXLPipeline folder (two text encoders, latents 4×8×8, images 16×16)."""
-    from parrot_t2i.tiny import build_tiny_sdxl
-
     return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny random CLIPModel folder (with tokenizer and image processor), the reward backbone."""
+    return str(build_tiny_clip(tmp_path_factory.mktemp("tiny-clip")))
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory):
+    """A tiny random ViT classifier folder with labels negative / neutral / positive."""
+    return str(build_tiny_vit(tmp_path_factory.mktemp("tiny-vit")))
 
 
 @pytest.fixture

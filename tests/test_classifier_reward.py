@@ -8,28 +8,6 @@ from parrot_t2i.rewards import build_reward
 from parrot_t2i.rewards.clip import Preprocess, clip_preprocess
 
 
-@pytest.fixture(scope="module")
-def tiny_vit(tmp_path_factory):
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
-
-    path = tmp_path_factory.mktemp("tiny-vit")
-    torch.manual_seed(0)
-    config = ViTConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-        num_labels=3,
-        id2label={0: "negative", 1: "neutral", 2: "positive"},
-        label2id={"negative": 0, "neutral": 1, "positive": 2},
-    )
-    ViTForImageClassification(config).save_pretrained(path)
-    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
-    return str(path)
-
-
 def test_preprocessing_follows_the_vit_processor(tiny_vit):
     from transformers import ViTImageProcessorPil
 
@@ -56,10 +34,9 @@ def test_classifier_sentiment_is_the_positive_probability(tiny_vit):
         {"name": "classifier_sentiment", "args": {"model": tiny_vit, "positive_labels": ["Positive", "neutral"]}}
     )
     torch.testing.assert_close(both(images, [""] * 3), probs[:, 1] + probs[:, 2], atol=1e-5, rtol=0)
-    bad = build_reward({"name": "classifier_sentiment", "args": {"model": tiny_vit, "positive_labels": ["joy"]}})
     with pytest.raises(
         ParrotError, match="no positive label among the model's labels \\['negative', 'neutral', 'positive'\\]"
-    ):
-        bad(images, [""] * 3)
+    ):  # found when the reward is built, before any image is drawn
+        build_reward({"name": "classifier_sentiment", "args": {"model": tiny_vit, "positive_labels": ["joy"]}})
     with pytest.raises(ParrotError, match="needs model=ID_OR_FOLDER"):
         build_reward("classifier_sentiment")

@@ -186,6 +186,7 @@ def test_generate_bad_input_is_one_line(tmp_path, capsys):
         (["--run", str(tmp_path)], "is not a run folder"),
         (["--n", "0"], "--n must be >= 1"),
         (["--w2", "-1"], "--w2 must be >= 0"),
+        (["--guidance-scale", "0.5"], "--guidance-scale must be >= 1.0"),  # sample.guidance_scale's range
         (["--identifiers", "all"], "--identifiers needs to know the rewards"),
         (["--identifiers", "5", "--rewards", "mini_alignment,mini_sentiment"], "reward numbers 1..2"),
         (["--rewards", "mini_alignmnt"], "mini_alignmnt"),
@@ -203,7 +204,8 @@ def test_generate_warns_about_words_the_mini_world_does_not_have(tmp_path, capsy
     assert main(["generate", "a red dog on a blue background", *one_image]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warnings == [
-        "parrot: warning: the mini world has no 'dog', 'blue background': the model will not draw them (docs/MINI_WORLD.md lists what it has)"
+        "parrot: warning: the mini world has no 'dog', 'blue background': the model will not draw them "
+        "(docs/MINI_WORLD.md lists what it has)"
     ]
     assert main(["generate", "a red circle on a dark blue background", *one_image]) == 0
     assert "warning" not in capsys.readouterr().err
@@ -340,7 +342,8 @@ def test_a_failing_user_reward_names_itself_keeps_its_frames_and_the_run(tmp_pat
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
     assert last.startswith(
-        "parrot: error: reward 'my_rewards:flaky' raised ZeroDivisionError: division by zero (on iteration 2); iterations 1-1 are saved in"
+        "parrot: error: reward 'my_rewards:flaky' raised ZeroDivisionError: division by zero (on iteration 2); "
+        "iterations 1-1 are saved in"
     )
     assert f"parrot train --resume {run}" in last
     assert "my_rewards.py" in err and "return 1 / 0" in err and "trainer.py" not in err  # the user's frames, not ours

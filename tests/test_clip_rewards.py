@@ -3,24 +3,19 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import build_tiny_clip
 
 from parrot_t2i.errors import ParrotError
-from parrot_t2i.rewards import build_reward
+from parrot_t2i.rewards import build_reward, build_rewards
 from parrot_t2i.rewards.clip import (
     Preprocess,
     ScoreHead,
     clip_preprocess,
     load_clip,
 )
-from parrot_t2i.tiny import build_tiny_clip
 
 CLIP_DEFAULT = Preprocess(224, 224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 PROMPTS = ["a red circle", "a photo of a cat", "a city at night"]
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    return str(build_tiny_clip(tmp_path_factory.mktemp("tiny-clip")))
 
 
 def test_preprocessing_by_hand_on_fixed_images():
@@ -59,7 +54,8 @@ def test_clip_score_equals_the_models_own_forward(tiny_clip):
     from transformers import CLIPModel
 
     images = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(1))
-    model, tokenizer, preprocess = load_clip(tiny_clip, None, "float32", "cpu")
+    clip = load_clip(tiny_clip, None, "float32", "cpu")
+    model, tokenizer, preprocess = clip.model, clip.tokenizer, clip.preprocess
     assert isinstance(model, CLIPModel) and preprocess.size == preprocess.crop == 32
     tokens = tokenizer(PROMPTS, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
     with torch.no_grad():
@@ -67,7 +63,25 @@ def test_clip_score_equals_the_models_own_forward(tiny_clip):
     cosine = (out.image_embeds * out.text_embeds).sum(-1)
     clip_score = build_reward({"name": "clip_score", "args": {"model": tiny_clip}})
     torch.testing.assert_close(clip_score(images, PROMPTS), cosine, atol=1e-5, rtol=0)
-    assert load_clip(tiny_clip, None, "float32", "cpu")[0] is model  # loaded once, shared
+
+
+def test_rewards_built_together_share_one_model_and_nothing_is_cached_process_wide(tiny_clip, tmp_path):
+    head = tmp_path / "head.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(ScoreHead(16).state_dict(), str(head))
+    specs = [
+        {"name": "clip_sentiment", "args": {"model": tiny_clip}},
+        {"name": "laion_aesthetic", "args": {"model": tiny_clip, "head": str(head)}},
+        {"name": "clip_score", "args": {"model": tiny_clip, "dtype": "bfloat16"}},  # another dtype: another copy
+    ]
+    sentiment, aesthetic, half = build_rewards(specs)
+    assert sentiment.clip is aesthetic.clip and half.clip.model is not sentiment.clip.model
+    again = build_rewards(specs[:1])[0]
+    assert again.clip.model is not sentiment.clip.model  # a new build loads anew: the caller owns the cache
+    cache: dict = {}
+    first, second = (build_reward(specs[0], "cpu", cache) for _ in range(2))
+    assert first.clip is second.clip and len(cache) == 1
 
 
 def test_pickscore_on_an_h_shaped_clip_with_a_separate_processor(tiny_clip, tmp_path):
@@ -76,7 +90,8 @@ def test_pickscore_on_an_h_shaped_clip_with_a_separate_processor(tiny_clip, tmp_
     for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "vocab.json", "merges.txt"):
         (tmp_path / "pick" / name).unlink(missing_ok=True)  # the model folder holds weights only, like PickScore_v1
     images = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(1))
-    model, tokenizer, preprocess = load_clip(h_shaped, tiny_clip, "float32", "cpu")
+    clip = load_clip(h_shaped, tiny_clip, "float32", "cpu")
+    model, tokenizer, preprocess = clip.model, clip.tokenizer, clip.preprocess
     assert model.config.vision_config.hidden_act == "gelu"
     tokens = tokenizer(PROMPTS, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
     with torch.no_grad():
@@ -92,9 +107,9 @@ def test_clip_sentiment_is_a_two_way_softmax_over_label_ensembles(tiny_clip):
     )
     p = reward(images, [""] * 4)
     image = reward.image_embeds(images)
-    positive = F.normalize(reward.text_embeds(["happy", "joyful"], images.device).mean(0), dim=-1)
-    negative = reward.text_embeds(["sad"], images.device)[0]
-    scale = load_clip(tiny_clip, None, "float32", "cpu")[0].logit_scale.exp()
+    positive = F.normalize(reward.text_embeds(["happy", "joyful"]).mean(0), dim=-1)
+    negative = reward.text_embeds(["sad"])[0]
+    scale = reward.clip.model.logit_scale.exp()
     expected = torch.sigmoid(scale * (image @ positive - image @ negative))
     torch.testing.assert_close(p, expected, atol=1e-5, rtol=0)
     with pytest.raises(ParrotError, match="at least one positive and one negative"):
@@ -135,10 +150,9 @@ def test_bfloat16_scores_close_to_float32(tiny_clip):
         build_reward({"name": "clip_score", "args": {"model": tiny_clip, "dtype": "half"}})
 
 
-def test_missing_weights_offline_is_one_clear_paragraph(tmp_path):
-    reward = build_reward({"name": "clip_score", "args": {"model": "openai/clip-vit-base-patch32"}})
+def test_missing_weights_offline_is_one_clear_paragraph_when_the_reward_is_built(tmp_path):
     with pytest.raises(ParrotError, match="could not load model 'openai/clip-vit-base-patch32'.*HF_HUB_OFFLINE"):
-        reward(torch.rand(1, 3, 32, 32), ["a cat"])
+        build_reward({"name": "clip_score", "args": {"model": "openai/clip-vit-base-patch32"}})
 
 
 def to_openclip_layout(model) -> dict:
@@ -190,7 +204,7 @@ def test_hpsv2_checkpoint_converts_from_openclip_layout_and_scores_as_the_origin
 
     from parrot_t2i.rewards.openclip import openclip_to_transformers
 
-    model = load_clip(tiny_clip, None, "float32", "cpu")[0]
+    model = load_clip(tiny_clip, None, "float32", "cpu").model
     checkpoint = tmp_path / "HPS_v2_compressed.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in to_openclip_layout(model).items()}}, checkpoint)
     sys.path.insert(0, "scripts")

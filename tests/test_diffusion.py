@@ -110,7 +110,8 @@ def test_original_prompt_guidance_eq5_and_its_identities():
     assert (
         original_prompt_guidance(u, c, e, 5.0, 0.0).tolist() == classifier_free_guidance(u, c, 5.0).tolist()
     )  # w2 = 0
-    assert original_prompt_guidance(u, c, c, 2.0, 3.0).tolist() == classifier_free_guidance(u, c, 5.0).tolist()  # ĉ = c
+    # ĉ = c: plain CFG at w1 + w2
+    assert original_prompt_guidance(u, c, c, 2.0, 3.0).tolist() == classifier_free_guidance(u, c, 5.0).tolist()
 
 
 def test_original_guided_noise_batches_three_branches_in_one_call(tiny_pixel_model):

@@ -2,63 +2,16 @@
 
 import pytest
 import torch
+from tiny_models import build_tiny_blip
 
 from parrot_t2i.errors import ParrotError
 from parrot_t2i.rewards import build_reward
 from parrot_t2i.rewards.blip import MEAN, STD, blip_to_transformers, save_image_reward
-from parrot_t2i.rewards.clip import ScoreHead
-
-WORDS = [
-    "[PAD]",
-    "[UNK]",
-    "[CLS]",
-    "[SEP]",
-    "[MASK]",
-    "a",
-    "red",
-    "circle",
-    "cat",
-    "blue",
-    "square",
-    "on",
-    "the",
-    "night",
-    "city",
-    "at",
-]
 
 
 @pytest.fixture(scope="module")
 def tiny_blip(tmp_path_factory):
-    from transformers import BertTokenizer, BlipConfig, BlipForImageTextRetrieval
-
-    root = tmp_path_factory.mktemp("tiny-blip")
-    (root / "vocab.txt").write_text("\n".join(WORDS) + "\n")
-    tokenizer = BertTokenizer(str(root / "vocab.txt"))
-    tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
-    torch.manual_seed(0)
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        encoder_hidden_size=48,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=40,
-        bos_token_id=None,
-        sep_token_id=None,
-    )
-    vision = dict(
-        hidden_size=48,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-        layer_norm_eps=1e-6,
-    )
-    config = BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=16)
-    return BlipForImageTextRetrieval(config).eval(), ScoreHead(32).eval(), tokenizer
+    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
 
 
 def to_original_layout(model, head) -> dict:

@@ -177,6 +177,7 @@ def test_per_prompt_hypervolume_and_quantile_reference_by_hand():
     prompts = ["a", "a", "b", "b"]
     # Prompt a: the staircase (1,3), (3,1) above the origin = 3 + 3 − 1 = 5; prompt b: 2·2 = 4.
     assert per_prompt_hypervolume(scores, prompts, np.zeros(2)) == 4.5
-    # Pooled, the four images dominate 3 + 3 − 1 + (the square (1,2]² gained by (2,2)) = 6: pooling hides that a covers no centre.
+    # Pooled, the four images dominate 3 + 3 − 1 + (the square (1,2]² gained by (2,2)) = 6:
+    # pooling hides that a covers no centre.
     assert hypervolume(scores, np.zeros(2)) == 6.0
     np.testing.assert_allclose(lower_quantile_reference(scores, 0.5), [2.0, 2.0])

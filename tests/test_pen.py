@@ -118,9 +118,8 @@ def test_sft_batch_labels_only_the_expansion_and_eos():
 
 def test_pickled_weights_are_refused(tmp_path):
     """Weights load only from safetensors: a PEN saved as pytorch_model.bin is a clear error."""
+    from tiny_models import build_tiny_pen
     from transformers import AutoModelForCausalLM
-
-    from parrot_t2i.tiny import build_tiny_pen
 
     folder = build_tiny_pen(tmp_path / "pen")
     AutoModelForCausalLM.from_pretrained(folder).save_pretrained(folder, safe_serialization=False)
@@ -141,7 +140,7 @@ def test_a_prompt_longer_than_the_pen_takes_is_shortened_with_a_warning(caplog):
 
 
 def test_sampling_leaves_the_callers_random_stream_alone(tmp_path):
-    from parrot_t2i.tiny import build_tiny_clip
+    from tiny_models import build_tiny_clip
 
     pen = PromptExpander.from_pretrained("builtin:mini")
     torch.manual_seed(5)

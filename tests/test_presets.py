@@ -11,22 +11,21 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_models import build_tiny_pen
 
 from parrot_t2i.config import load_config
 from parrot_t2i.rewards.clip import ScoreHead
 from parrot_t2i.runs import open_run, run_expander, run_policy
 from parrot_t2i.t2i import T2IPolicy
-from parrot_t2i.tiny import build_tiny_clip, build_tiny_pen
 from parrot_t2i.trainer import setup_run, train
 
 
 @pytest.fixture(scope="module")
-def tiny_real_models(tmp_path_factory):
+def tiny_real_models(tmp_path_factory, tiny_clip):
     root = tmp_path_factory.mktemp("tiny-real")
-    clip = build_tiny_clip(root / "clip")
     head = root / "head.safetensors"
     save_file(ScoreHead(16).state_dict(), str(head))
-    return {"clip": str(clip), "pen": str(build_tiny_pen(root / "pen")), "head": str(head)}
+    return {"clip": tiny_clip, "pen": str(build_tiny_pen(root / "pen")), "head": str(head)}
 
 
 def preset_on_tiny_models(preset, tiny_model, models, tmp_path, *extra):
@@ -127,7 +126,10 @@ def test_presets_without_their_weights_fail_with_one_clear_line(capsys, tmp_path
         and "reward 'laion_aesthetic' needs its head weights" in err
         and "convert_laion_aesthetic.py" in err
     )
-    assert main([*argv, "--set", "rewards=[clip_score]"]) == 2
+    assert main([*argv, "--set", "rewards=[clip_score]"]) == 2  # rewards load first, before any model
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "could not load model 'openai/clip-vit-base-patch32'" in err
+    assert main([*argv, "--set", "rewards=[brightness]"]) == 2
     err = capsys.readouterr().err.strip()
     assert (
         len(err.splitlines()) == 1

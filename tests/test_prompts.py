@@ -32,7 +32,8 @@ def test_partiprompts_tsv_and_selectors(tmp_path):
     ]
     with pytest.raises(
         ConfigError,
-        match="selector '#Colour=red' must be COLUMN=VALUE with a column of \\['Prompt', 'Category', 'Challenge', 'Note'\\]",
+        match="selector '#Colour=red' must be COLUMN=VALUE with a column of \\['Prompt', 'Category', 'Challenge', "
+        "'Note'\\]",
     ):
         read_prompt_file(f"{path}#Colour=red", "eval.file")
     with pytest.raises(ConfigError, match="holds no prompts"):

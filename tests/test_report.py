@@ -24,7 +24,8 @@ def test_evaluate_writes_a_self_contained_report(tmp_path, capsys, train_tiny):
     assert train_tiny(run) == 0
     prompts = tmp_path / "parti.tsv"
     prompts.write_text(
-        "Prompt\tCategory\tChallenge\tNote\na red circle\tShapes\tBasic\t\na blue square\tShapes\tBasic\t\na cat\tAnimals\tBasic\t\n"
+        "Prompt\tCategory\tChallenge\tNote\na red circle\tShapes\tBasic\t\na blue square\tShapes\tBasic\t\na "
+        "cat\tAnimals\tBasic\t\n"
     )
     out = tmp_path / "report"
     argv = [

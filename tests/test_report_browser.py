@@ -16,7 +16,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs a chromium binary (.ci/run installs Debian's)")
 
 # Appended to a copy of the page: once everything has loaded, the title counts the images that decoded.
-PROBE = "<script>addEventListener('load', () => { const all = [...document.images]; document.title = `images ${all.filter(i => i.complete && i.naturalWidth > 0).length}/${all.length}`; });</script>"
+PROBE = (
+    "<script>addEventListener('load', () => { const all = [...document.images]; "
+    "document.title = `images ${all.filter(i => i.complete && i.naturalWidth > 0).length}/${all.length}`; });</script>"
+)
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess:

@@ -19,7 +19,8 @@ def test_brightness_and_colorfulness_by_hand():
     half_red[0, 0, :, :1] = 1.0  # left column pure red, right column black
     images = torch.cat([grey, torch.nn.functional.interpolate(half_red, size=4)])
     assert build_reward("brightness")(images, ["", ""]).tolist() == pytest.approx([0.25, 1 / 6])
-    # grey: rg = yb = 0 -> 0. half red: rg ∈ {1, 0}, yb ∈ {0.5, 0} -> σ = sqrt(.25 + .0625), μ = sqrt(.25 + .0625).
+    # grey: rg = yb = 0 -> 0.
+    # half red: rg ∈ {1, 0}, yb ∈ {0.5, 0} -> σ = sqrt(.25 + .0625), μ = sqrt(.25 + .0625).
     expected = (0.25 + 0.0625) ** 0.5 * 1.3
     assert build_reward("colorfulness")(images, ["", ""]).tolist() == pytest.approx([0.0, expected])
 

@@ -21,6 +21,7 @@ def weights_path(component: str) -> Path:
     if not path.is_dir():
         raise ParrotError(
             f"the mini-world {component} weights are missing from {path}; reinstall parrot-t2i, "
-            f"or rebuild them with `parrot mini train-{'rewards' if component in ('alignment', 'preference', 'checker') else component}`"
+            "or rebuild them with `parrot mini "
+            f"train-{'rewards' if component in ('alignment', 'preference', 'checker') else component}`"
         )
     return path

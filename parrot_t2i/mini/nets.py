@@ -20,7 +20,10 @@ from .world import ATTRIBUTES, RESOLUTION, parse_prompt
 
 def write_model_card(folder: str | Path, title: str, description: str, command: str) -> None:
     """Replace huggingface_hub's generic README with what this model is and how it was made."""
-    text = f"# {title}\n\n{description}\n\nPart of parrot-t2i's embedded mini world (docs/MINI_WORLD.md). Rebuilt by:\n\n    {command}\n"
+    text = (
+        f"# {title}\n\n{description}\n\n"
+        f"Part of parrot-t2i's embedded mini world (docs/MINI_WORLD.md). Rebuilt by:\n\n    {command}\n"
+    )
     (Path(folder) / "README.md").write_text(text)
 
 

@@ -21,7 +21,10 @@ from .tokenizer import build_tokenizer
 from .world import caption, random_scene, short_prompt
 
 PEN_TEMPLATE = TEMPLATES["mini"]  # "<bos>{prompt} <sep>": the PEN's input; its continuation is the expansion
-CARD = f"Tiny GPT-2 fine-tuned on (short prompt → full caption) pairs of the grammar. Input: {PEN_TEMPLATE!r}; it continues with the expansion and <eos>."
+CARD = (
+    "Tiny GPT-2 fine-tuned on (short prompt → full caption) pairs of the grammar. "
+    f"Input: {PEN_TEMPLATE!r}; it continues with the expansion and <eos>."
+)
 
 
 def sft_pair(rng: random.Random) -> tuple[str, str]:

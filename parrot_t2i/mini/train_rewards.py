@@ -36,8 +36,10 @@ PREFERENCE_RULE: dict[str, dict[str, float]] = {
 
 CARDS = {
     "checker": "Reads all nine scene attributes from a 32×32 image (one head each). Evaluation only: never a reward.",
-    "alignment": "CLIP-style dual encoder (CNN image tower, transformer text tower) trained with symmetric InfoNCE on rendered scenes and partial captions. Reward: cosine similarity.",
-    "preference": "Bradley–Terry scorer fitted to synthetic pairwise choices (rule: PREFERENCE_RULE in parrot_t2i/mini/train_rewards.py). Reward: σ(s(x) − reference).",
+    "alignment": "CLIP-style dual encoder (CNN image tower, transformer text tower) trained with symmetric InfoNCE on "
+    "rendered scenes and partial captions. Reward: cosine similarity.",
+    "preference": "Bradley–Terry scorer fitted to synthetic pairwise choices (rule: PREFERENCE_RULE in "
+    "parrot_t2i/mini/train_rewards.py). Reward: σ(s(x) − reference).",
 }
 
 

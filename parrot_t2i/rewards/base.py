@@ -2,15 +2,22 @@
 
 A reward is anything with a ``name`` and a batched, gradient-free
 ``__call__(images: Tensor[B, 3, H, W] in [0, 1], prompts: list[str]) -> Tensor[B]`` (higher is
-better). Built-in families register a factory under a name; users point at their own code with
+better). Built-in rewards register their class under a name; users point at their own code with
 ``"module:function"`` — the only way configuration can run user code.
+
+One construction pattern for every built-in reward: ``Reward.from_pretrained(**args, device=...,
+cache=...)`` loads what the reward needs, there and then, onto ``device``; ``__init__`` takes the
+loaded parts. Nothing is cached process-wide: the caller owns the ``cache`` (a plain dict of loaded
+components keyed by their loading arguments). :func:`build_rewards` passes one dict to a whole list,
+so the paper's aesthetic and sentiment rewards, both on CLIP ViT-L/14, share one copy; callers that
+build rewards again and again keep their own dict, and dropping it frees the models.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -26,17 +33,35 @@ class Reward(Protocol):
     def __call__(self, images: Tensor, prompts: list[str]) -> Tensor: ...
 
 
-REGISTRY: dict[str, Callable[..., Reward]] = {}
+REGISTRY: dict[str, type] = {}
+T = TypeVar("T")
 
 
 def register_reward(name: str):
-    """Class or factory decorator: ``@register_reward("brightness")``."""
+    """Class decorator: ``@register_reward("brightness")``; the class has a ``from_pretrained``."""
 
     def wrap(factory):
         REGISTRY[name] = factory
         return factory
 
     return wrap
+
+
+def load_once(cache: dict | None, key: tuple, load: Callable[[], T]) -> T:
+    """``load()``, or what ``cache`` already holds under ``key`` (no cache: always load)."""
+    if cache is None:
+        return load()
+    if key not in cache:
+        cache[key] = load()
+    return cache[key]
+
+
+class WeightFree:
+    """Mixin for rewards with nothing to load: ``from_pretrained`` is the constructor."""
+
+    @classmethod
+    def from_pretrained(cls, *, device: str | torch.device = "cpu", cache: dict | None = None, **args):
+        return cls(**args)
 
 
 class CallableReward:
@@ -66,17 +91,22 @@ def score_all(rewards: list[Reward], images: Tensor, prompts: list[str]) -> Tens
         scores = torch.as_tensor(scores)
         if scores.shape != (len(images),):
             raise RewardError(
-                f"reward {reward.name!r} returned scores of shape {tuple(scores.shape)} for {len(images)} images; a reward returns one score per image, shape ({len(images)},)"
+                f"reward {reward.name!r} returned scores of shape {tuple(scores.shape)} for {len(images)} images; a "
+                f"reward returns one score per image, shape ({len(images)},)"
             )
         columns.append(scores.to(images.device, torch.float32))
     return torch.stack(columns, 1)
 
 
-def build_reward(spec: RewardSpec | str | dict) -> Reward:
+def build_reward(
+    spec: RewardSpec | str | dict, device: str | torch.device = "cpu", cache: dict | None = None
+) -> Reward:
     """A reward from a config entry: a registered name, or ``module:function`` for user code.
 
-    For user code, the named object is the reward function itself; when ``args`` are given it is
-    a factory instead, called with them to produce the reward.
+    Built-in rewards load onto ``device`` now, sharing what ``cache`` holds. For user code, the
+    named object is the reward function itself; when ``args`` are given it is a factory instead,
+    called with them to produce the reward (user code places itself: it scores on the images'
+    device).
     """
     if isinstance(spec, str):
         spec = RewardSpec(name=spec)
@@ -91,9 +121,15 @@ def build_reward(spec: RewardSpec | str | dict) -> Reward:
             f"unknown reward {spec.name!r}; known rewards: {', '.join(sorted(REGISTRY))} (or 'module:function')"
         )
     try:
-        return REGISTRY[spec.name](**spec.args)
+        return REGISTRY[spec.name].from_pretrained(**spec.args, device=device, cache=cache)
     except TypeError as err:
         raise ConfigError(f"reward {spec.name!r}: bad args {spec.args} ({err})") from None
+
+
+def build_rewards(specs: list, device: str | torch.device = "cpu") -> list[Reward]:
+    """Every reward of ``specs``, built onto ``device`` with one shared cache (one copy per model)."""
+    cache: dict = {}
+    return [build_reward(spec, device, cache) for spec in specs]
 
 
 def _import(target: str) -> Any:

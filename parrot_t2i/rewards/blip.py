@@ -11,7 +11,6 @@ almost the same names, so the official checkpoint ports by renaming the vision k
 
 from __future__ import annotations
 
-import functools
 import re
 from pathlib import Path
 
@@ -19,8 +18,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ParrotError, missing_weights_error
-from .base import register_reward
-from .clip import DTYPES, Preprocess, ScoreHead, check_dtype, clip_preprocess
+from .base import load_once, register_reward
+from .clip import Preprocess, ScoreHead, check_dtype, clip_preprocess, load_frozen
 
 HEAD_FILE = "image_reward_head.safetensors"
 MEAN, STD = 0.16717362830052426, 1.0333394966054072  # ImageReward's score normalisation
@@ -90,7 +89,8 @@ def save_image_reward(state: dict[str, Tensor], config, tokenizer, out: str | Pa
     wrong = sorted(k for k in set(blip) & set(expected) if blip[k].shape != expected[k])
     if missing or wrong or not head:
         raise ParrotError(
-            f"checkpoint does not fit the BLIP config: missing {missing[:3]}, wrong shape {wrong[:3]}, score head {'found' if head else 'missing'}"
+            f"checkpoint does not fit the BLIP config: missing {missing[:3]}, wrong shape {wrong[:3]}, score head "
+            f"{'found' if head else 'missing'}"
         )
     model = BlipForImageTextRetrieval(config)
     model.load_state_dict({k: v for k, v in blip.items() if k in expected}, strict=False)
@@ -102,18 +102,12 @@ def save_image_reward(state: dict[str, Tensor], config, tokenizer, out: str | Pa
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def _load(source: str, dtype: str, device: str):
+def _load(source: str, dtype: str, device: str | torch.device):
     from safetensors.torch import load_file
     from transformers import AutoTokenizer, BlipForImageTextRetrieval
 
     try:
-        model = (
-            BlipForImageTextRetrieval.from_pretrained(source, torch_dtype=DTYPES[dtype], use_safetensors=True)
-            .to(device)
-            .eval()
-            .requires_grad_(False)
-        )
+        model = load_frozen(BlipForImageTextRetrieval, source, dtype, device)
         tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as err:
         raise missing_weights_error(source, err) from None
@@ -128,28 +122,36 @@ class ImageReward:
 
     name = "image_reward"
 
-    def __init__(self, model: str | None = None, dtype: str = "float32"):
+    def __init__(self, model, tokenizer, head: ScoreHead, preprocess: Preprocess):
+        self.model, self.tokenizer, self.head, self.preprocess = model, tokenizer, head, preprocess
+
+    @classmethod
+    def from_pretrained(cls, model: str | None = None, dtype: str = "float32", *, device="cpu", cache=None):
         if not model or not (Path(model) / HEAD_FILE).is_file():
             raise ParrotError(
-                f"reward 'image_reward' needs model=FOLDER written by scripts/convert_image_reward.py ({'not found: ' + repr(model) if model else 'none given'}): "
+                "reward 'image_reward' needs model=FOLDER written by scripts/convert_image_reward.py "
+                f"({'not found: ' + repr(model) if model else 'none given'}): "
                 "download ImageReward.pt and med_config.json (THUDM/ImageReward) and bert-base-uncased, then "
-                "`python scripts/convert_image_reward.py ImageReward.pt --med-config med_config.json --out image-reward`"
+                "`python scripts/convert_image_reward.py ImageReward.pt --med-config med_config.json --out "
+                "image-reward`"
             )
-        check_dtype(self.name, dtype)
-        self.source, self.dtype = str(model), dtype
+        check_dtype(cls.name, dtype)
+        return cls(
+            *load_once(cache, ("image_reward", str(model), dtype, str(device)), lambda: _load(model, dtype, device))
+        )
 
     @torch.no_grad()
     def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
-        model, tokenizer, head, preprocess = _load(self.source, self.dtype, str(images.device))
-        pixels = clip_preprocess(images, preprocess).to(model.dtype)
-        image_embeds = model.vision_model(pixel_values=pixels).last_hidden_state
-        tokens = tokenizer(
+        device = self.model.device
+        pixels = clip_preprocess(images.to(device), self.preprocess).to(self.model.dtype)
+        image_embeds = self.model.vision_model(pixel_values=pixels).last_hidden_state
+        tokens = self.tokenizer(
             prompts, padding="max_length", truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
-        ).to(images.device)
-        text = model.text_encoder(
+        ).to(device)
+        text = self.model.text_encoder(
             input_ids=tokens.input_ids,
             attention_mask=tokens.attention_mask,
             encoder_hidden_states=image_embeds,
-            encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=images.device),
+            encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=device),
         ).last_hidden_state[:, 0]
-        return (head(text.float()) - MEAN) / STD
+        return (self.head(text.float()) - MEAN) / STD

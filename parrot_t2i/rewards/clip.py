@@ -2,9 +2,10 @@
 and CLIP zero-shot sentiment (what each stands in for: docs/REAL_MODELS.md).
 
 Every reward here
-- loads by hub id or local folder through transformers' own ``from_pretrained``, lazily on its first
-  call and once per (model, dtype, device), so two rewards on the same CLIP share one copy;
-- preprocesses in torch on the images' device with the model's own processor settings (resize with
+- loads by hub id or local folder through transformers' own ``from_pretrained``, in its own
+  ``from_pretrained`` onto the given device; two rewards built with one cache (``build_rewards``)
+  on the same CLIP share one copy;
+- preprocesses in torch on the model's device with the model's own processor settings (resize with
   the processor's interpolation and antialiasing, centre crop, mean/std), which matches the
   transformers processor to about 1/255 without a round trip through PIL;
 - runs without gradients, in float32, float16 or bfloat16.
@@ -12,7 +13,6 @@ Every reward here
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ParrotError, missing_weights_error
-from .base import register_reward
+from .base import load_once, register_reward
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -97,24 +97,45 @@ def image_processor(source: str):
         return AutoImageProcessor.from_pretrained(source)
 
 
-@functools.lru_cache(maxsize=8)
-def load_clip(source: str, processor_source: str | None, dtype: str, device: str):
-    """(CLIPModel, tokenizer, Preprocess), loaded once per arguments."""
-    from transformers import AutoTokenizer, CLIPModel
+@dataclass(frozen=True)
+class Clip:
+    """A loaded CLIP: the model, its tokenizer and its image preprocessing."""
 
-    try:
-        model = (
-            CLIPModel.from_pretrained(source, torch_dtype=DTYPES[dtype], use_safetensors=True)
-            .to(device)
-            .eval()
-            .requires_grad_(False)
-        )
-        processor_from = processor_source or source
-        tokenizer = AutoTokenizer.from_pretrained(processor_from)
-        preprocess = Preprocess.from_processor(image_processor(processor_from))
-    except OSError as err:
-        raise missing_weights_error(source, err) from None
-    return model, tokenizer, preprocess
+    model: object  # transformers.CLIPModel
+    tokenizer: object
+    preprocess: Preprocess
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+
+def load_frozen(model_class, source: str, dtype: str, device: str | torch.device):
+    """``model_class.from_pretrained(source)`` in ``dtype`` on ``device``, in eval mode and without
+    gradients (a reward model is only ever evaluated); safetensors only."""
+    model = model_class.from_pretrained(source, torch_dtype=DTYPES[dtype], use_safetensors=True)
+    return model.to(device).eval().requires_grad_(False)
+
+
+def load_clip(
+    source: str, processor_source: str | None, dtype: str, device: str | torch.device, cache: dict | None = None
+) -> Clip:
+    """A CLIP from ``source`` (tokenizer and processor settings from ``processor_source`` if given), or
+    the one ``cache`` already holds for the same arguments."""
+
+    def load() -> Clip:
+        from transformers import AutoTokenizer, CLIPModel
+
+        try:
+            model = load_frozen(CLIPModel, source, dtype, device)
+            processor_from = processor_source or source
+            tokenizer = AutoTokenizer.from_pretrained(processor_from)
+            preprocess = Preprocess.from_processor(image_processor(processor_from))
+        except OSError as err:
+            raise missing_weights_error(source, err) from None
+        return Clip(model, tokenizer, preprocess)
+
+    return load_once(cache, ("clip", source, processor_source, dtype, str(device)), load)
 
 
 def _projected(features) -> Tensor:
@@ -123,28 +144,24 @@ def _projected(features) -> Tensor:
 
 
 class _ClipReward:
-    """Shared plumbing: lazy loading on the images' device, image and text embeddings."""
+    """Shared plumbing: image and text embeddings of one loaded :class:`Clip`."""
 
-    def __init__(self, model: str, processor: str | None = None, dtype: str = "float32"):
-        check_dtype(self.name, dtype)
-        self.source, self.processor_source, self.dtype = model, processor, dtype
-
-    def _load(self, device: torch.device):
-        return load_clip(self.source, self.processor_source, self.dtype, str(device))
+    def __init__(self, clip: Clip):
+        self.clip = clip
 
     def image_embeds(self, images: Tensor) -> Tensor:
         """(B, D) L2-normalised projected image embeddings."""
-        model, _, preprocess = self._load(images.device)
-        pixels = clip_preprocess(images, preprocess).to(model.dtype)
+        model = self.clip.model
+        pixels = clip_preprocess(images.to(self.clip.device), self.clip.preprocess).to(model.dtype)
         return F.normalize(_projected(model.get_image_features(pixel_values=pixels)), dim=-1)
 
-    def text_embeds(self, texts: list[str], device: torch.device) -> Tensor:
+    def text_embeds(self, texts: list[str]) -> Tensor:
         """(B, D) L2-normalised projected text embeddings; texts padded/truncated to the model's limit."""
-        model, tokenizer, _ = self._load(device)
+        model = self.clip.model
         limit = model.config.text_config.max_position_embeddings
-        tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=limit, return_tensors="pt").to(
-            device
-        )
+        tokens = self.clip.tokenizer(
+            texts, padding="max_length", truncation=True, max_length=limit, return_tensors="pt"
+        ).to(self.clip.device)
         return F.normalize(_projected(model.get_text_features(**tokens)), dim=-1)
 
 
@@ -154,12 +171,16 @@ class ClipScore(_ClipReward):
 
     name = "clip_score"
 
-    def __init__(self, model: str = "openai/clip-vit-base-patch32", dtype: str = "float32"):
-        super().__init__(model, None, dtype)
+    @classmethod
+    def from_pretrained(
+        cls, model: str = "openai/clip-vit-base-patch32", dtype: str = "float32", *, device="cpu", cache=None
+    ):
+        check_dtype(cls.name, dtype)
+        return cls(load_clip(model, None, dtype, device, cache))
 
     @torch.no_grad()
     def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
-        return (self.image_embeds(images) * self.text_embeds(prompts, images.device)).sum(-1)
+        return (self.image_embeds(images) * self.text_embeds(prompts)).sum(-1)
 
 
 @register_reward("pickscore")
@@ -168,19 +189,23 @@ class PickScore(_ClipReward):
 
     name = "pickscore"
 
-    def __init__(
-        self,
+    @classmethod
+    def from_pretrained(
+        cls,
         model: str = "yuvalkirstain/PickScore_v1",
         processor: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
         dtype: str = "float32",
+        *,
+        device="cpu",
+        cache=None,
     ):
-        super().__init__(model, processor, dtype)
+        check_dtype(cls.name, dtype)
+        return cls(load_clip(model, processor, dtype, device, cache))
 
     @torch.no_grad()
     def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
-        model = self._load(images.device)[0]
-        cosine = (self.image_embeds(images) * self.text_embeds(prompts, images.device)).sum(-1)
-        return model.logit_scale.exp().float() * cosine
+        cosine = (self.image_embeds(images) * self.text_embeds(prompts)).sum(-1)
+        return self.clip.model.logit_scale.exp().float() * cosine
 
 
 @register_reward("hpsv2")
@@ -192,13 +217,14 @@ class HPSv2(ClipScore):
 
     name = "hpsv2"
 
-    def __init__(self, model: str | None = None, dtype: str = "float32"):
+    @classmethod
+    def from_pretrained(cls, model: str | None = None, dtype: str = "float32", *, device="cpu", cache=None):
         if not model:
             raise ParrotError(
-                "reward 'hpsv2' needs model=FOLDER: download HPS_v2.1_compressed.pt (xswu/HPSv2) and convert it once with "
-                "`python scripts/convert_hpsv2.py HPS_v2.1_compressed.pt --out hpsv2.1`"
+                "reward 'hpsv2' needs model=FOLDER: download HPS_v2.1_compressed.pt (xswu/HPSv2) and convert it "
+                "once with `python scripts/convert_hpsv2.py HPS_v2.1_compressed.pt --out hpsv2.1`"
             )
-        super().__init__(model, dtype)
+        return super().from_pretrained(model, dtype, device=device, cache=cache)
 
 
 @register_reward("clip_sentiment")
@@ -207,8 +233,13 @@ class ClipSentiment(_ClipReward):
 
     name = "clip_sentiment"
 
-    def __init__(
-        self,
+    def __init__(self, clip: Clip, positive: list[str], negative: list[str]):
+        super().__init__(clip)
+        self.positive, self.negative = positive, negative
+
+    @classmethod
+    def from_pretrained(
+        cls,
         model: str = "openai/clip-vit-large-patch14",
         positive: tuple[str, ...] | list[str] = (
             "a photo that makes people feel happy",
@@ -221,23 +252,22 @@ class ClipSentiment(_ClipReward):
             "a negative image",
         ),
         dtype: str = "float32",
+        *,
+        device="cpu",
+        cache=None,
     ):
-        super().__init__(model, None, dtype)
-        if not positive or not negative:
+        check_dtype(cls.name, dtype)
+        if not positive or not negative:  # before loading anything
             raise ParrotError("reward 'clip_sentiment' needs at least one positive and one negative label text")
-        self.positive, self.negative = list(positive), list(negative)
+        return cls(load_clip(model, None, dtype, device, cache), list(positive), list(negative))
 
     @torch.no_grad()
     def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
-        model = self._load(images.device)[0]
         # Each class is the normalised mean of its label embeddings (CLIP's prompt ensembling).
         classes = torch.stack(
-            [
-                F.normalize(self.text_embeds(texts, images.device).mean(0), dim=-1)
-                for texts in (self.negative, self.positive)
-            ]
+            [F.normalize(self.text_embeds(texts).mean(0), dim=-1) for texts in (self.negative, self.positive)]
         )
-        logits = model.logit_scale.exp().float() * self.image_embeds(images) @ classes.T  # (B, 2)
+        logits = self.clip.model.logit_scale.exp().float() * self.image_embeds(images) @ classes.T  # (B, 2)
         return logits.softmax(-1)[:, 1]
 
 
@@ -275,8 +305,7 @@ class ScoreHead(torch.nn.Module):
         return self.layers(embeds).squeeze(-1)
 
 
-@functools.lru_cache(maxsize=4)
-def load_aesthetic_head(path: str, device: str) -> ScoreHead:
+def load_aesthetic_head(path: str, device: str | torch.device) -> ScoreHead:
     from safetensors.torch import load_file
 
     try:
@@ -292,14 +321,28 @@ class LaionAesthetic(_ClipReward):
 
     name = "laion_aesthetic"
 
-    def __init__(self, head: str | None = None, model: str = "openai/clip-vit-large-patch14", dtype: str = "float32"):
-        super().__init__(model, None, dtype)
+    def __init__(self, clip: Clip, head: ScoreHead):
+        super().__init__(clip)
+        self.head = head
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        head: str | None = None,
+        model: str = "openai/clip-vit-large-patch14",
+        dtype: str = "float32",
+        *,
+        device="cpu",
+        cache=None,
+    ):
+        check_dtype(cls.name, dtype)
         if head is None or not Path(head).is_file():
             raise ParrotError(
-                f"reward 'laion_aesthetic' needs its head weights ({'not found: ' + repr(head) if head else 'none given'}): {HEAD_HELP}"
+                "reward 'laion_aesthetic' needs its head weights "
+                f"({'not found: ' + repr(head) if head else 'none given'}): {HEAD_HELP}"
             )
-        self.head = str(head)
+        return cls(load_clip(model, None, dtype, device, cache), load_aesthetic_head(str(head), device))
 
     @torch.no_grad()
     def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
-        return load_aesthetic_head(self.head, str(images.device))(self.image_embeds(images))
+        return self.head(self.image_embeds(images))

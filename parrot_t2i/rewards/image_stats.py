@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .base import register_reward
+from .base import WeightFree, register_reward
 
 
 @register_reward("brightness")
-class Brightness:
+class Brightness(WeightFree):
     """Mean pixel value in [0, 1]."""
 
     name = "brightness"
@@ -26,7 +26,7 @@ class Brightness:
 
 
 @register_reward("colorfulness")
-class Colorfulness:
+class Colorfulness(WeightFree):
     """Hasler & Süsstrunk (2003) colourfulness, M = σ_rgyb + 0.3·μ_rgyb, on [0, 1] pixels.
 
     (The original is stated on 0–255 pixels; it is the same measure divided by 255.)
@@ -55,7 +55,7 @@ def jpeg_kilobytes(images: Tensor, quality: int = 95) -> Tensor:
 
 
 @register_reward("jpeg_compressibility")
-class JpegCompressibility:
+class JpegCompressibility(WeightFree):
     """−(JPEG size in kB): smaller files score higher (DDPO). Negative values: see docs on scales."""
 
     name = "jpeg_compressibility"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import register_reward
+from .base import WeightFree, load_once, register_reward
 
 THIRDS = torch.tensor([32 / 3, 64 / 3])  # rule-of-thirds lines of a 32-px image, in pixel units
 
@@ -53,22 +53,27 @@ class MiniAlignment:
 
     name = "mini_alignment"
 
-    def __init__(self, model: str | None = None):
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+
+    @classmethod
+    def from_pretrained(cls, model: str | None = None, *, device="cpu", cache: dict | None = None) -> MiniAlignment:
         from transformers import AutoTokenizer
 
         from ..mini.nets import AlignmentModel
 
         source = _source("alignment", model)
-        self.model = AlignmentModel.from_pretrained(source).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        net = load_once(
+            cache, ("mini_alignment", source, str(device)), lambda: AlignmentModel.from_pretrained(source).eval()
+        )
+        return cls(net.to(device), AutoTokenizer.from_pretrained(source))
 
     @torch.no_grad()
     def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
-        device = images.device
-        self.model.to(device)
+        device = next(self.model.parameters()).device
         tokens = self.tokenizer(list(prompts), padding=True, truncation=True, return_tensors="pt").to(device)
         text = self.model.embed_text(tokens.input_ids, tokens.attention_mask)
-        return (self.model.embed_images(_mini_resolution(images)) * text).sum(-1)
+        return (self.model.embed_images(_mini_resolution(images.to(device))) * text).sum(-1)
 
 
 @register_reward("mini_preference")
@@ -77,14 +82,22 @@ class MiniPreference:
 
     name = "mini_preference"
 
-    def __init__(self, model: str | None = None):
+    def __init__(self, model):
+        self.model = model
+
+    @classmethod
+    def from_pretrained(cls, model: str | None = None, *, device="cpu", cache: dict | None = None) -> MiniPreference:
         from ..mini.nets import PreferenceModel
 
-        self.model = PreferenceModel.from_pretrained(_source("preference", model)).eval()
+        source = _source("preference", model)
+        net = load_once(
+            cache, ("mini_preference", source, str(device)), lambda: PreferenceModel.from_pretrained(source).eval()
+        )
+        return cls(net.to(device))
 
     @torch.no_grad()
     def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
-        self.model.to(images.device)
+        images = images.to(next(self.model.parameters()).device)
         return torch.sigmoid(self.model(_mini_resolution(images)) - self.model.reference)
 
 
@@ -100,7 +113,7 @@ def figure_ground(images: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @register_reward("mini_aesthetic")
-class MiniAesthetic:
+class MiniAesthetic(WeightFree):
     """Mini world aesthetics (analytic): mean of contrast, crispness and rule-of-thirds composition."""
 
     name = "mini_aesthetic"
@@ -128,7 +141,7 @@ class MiniAesthetic:
 
 
 @register_reward("mini_sentiment")
-class MiniSentiment:
+class MiniSentiment(WeightFree):
     """Mini world image sentiment (analytic): P(positive) from brightness, warmth and colourfulness."""
 
     name = "mini_sentiment"

@@ -1,0 +1,216 @@
+"""Tiny random models the tests build from configs with the real classes and save for
+``from_pretrained``: SDXL, CLIP (the reward backbones), a GPT-2 PEN, a ViT classifier and BLIP.
+The package keeps only what ``builtin:tiny`` needs (parrot_t2i/tiny.py); these are the tests' own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, UNet2DConditionModel
+
+from parrot_t2i.tiny import byte_alphabet, keeps_global_rng, small_text_encoder, tiny_tokenizer, tiny_vae
+
+
+@keeps_global_rng
+def build_tiny_sdxl(
+    path: str | Path, *, seed: int = 0, sample_size: int = 8, hidden_size: int = 32, time_embed_dim: int = 8
+) -> Path:
+    """A tiny random ``StableDiffusionXLPipeline`` folder: two text encoders (the second with a
+    projection), a UNet with SDXL's added text-time conditioning, a VAE (images 2S×2S)."""
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    path = Path(path)
+    torch.manual_seed(seed)
+    tokenizer, tokenizer_2 = tiny_tokenizer(), tiny_tokenizer()
+    text_encoder = small_text_encoder(tokenizer, hidden_size)
+    config_2 = small_text_encoder(tokenizer_2, hidden_size).config
+    config_2.projection_dim = hidden_size
+    text_encoder_2 = CLIPTextModelWithProjection(config_2)
+    unet = UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * hidden_size,  # both encoders' hidden states, concatenated
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        projection_class_embeddings_input_dim=6 * time_embed_dim + hidden_size,  # 6 time ids + pooled text
+        norm_num_groups=8,
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=tiny_vae(sample_size),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+    )
+    pipe.save_pretrained(path)
+    return path
+
+
+@keeps_global_rng
+def build_tiny_clip(
+    path: str | Path, *, seed: int = 0, image_size: int = 32, projection_dim: int = 16, hidden_act: str = "quick_gelu"
+) -> Path:
+    """A tiny random ``CLIPModel`` with tokenizer and image processor, saved for ``from_pretrained``.
+
+    Shaped like the real reward backbones (text and vision towers, projections, logit scale), so
+    the CLIP-family rewards run their real loading and scoring code on it offline. OpenAI's CLIPs
+    use quick-GELU; the LAION ViT-H/14 family (PickScore, HPSv2) uses ``hidden_act="gelu"``.
+    """
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPVisionConfig
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer()
+    text = small_text_encoder(tokenizer, hidden_size=32).config
+    text.hidden_act = hidden_act
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=8,
+        hidden_act=hidden_act,
+    )
+    model = CLIPModel(
+        CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=projection_dim)
+    )
+    path = Path(path)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    ).save_pretrained(path)
+    return path
+
+
+@keeps_global_rng
+def build_tiny_pen(path: str | Path, *, seed: int = 0, template: str = "promptist") -> Path:
+    """A tiny random GPT-2 causal LM with a byte-level tokenizer (no merges), saved for ``from_pretrained``.
+
+    It stands in for hub PENs such as microsoft/Promptist in tests: same classes, same loading,
+    sampling and LoRA code paths; its text is random bytes.
+    """
+    import json
+
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+
+    from parrot_t2i.pen import TEMPLATE_FILE, TEMPLATES
+
+    torch.manual_seed(seed)
+    vocab = {c: i for i, c in enumerate(byte_alphabet())}
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = GPT2Tokenizer(vocab=vocab, merges=[])
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=256,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    path = Path(path)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / TEMPLATE_FILE).write_text(json.dumps({"template": TEMPLATES.get(template, template)}))
+    return path
+
+
+@keeps_global_rng
+def build_tiny_vit(path: str | Path, *, seed: int = 0) -> Path:
+    """A tiny random ViT image classifier with labels negative / neutral / positive and its processor."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
+
+    torch.manual_seed(seed)
+    config = ViTConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        num_labels=3,
+        id2label={0: "negative", 1: "neutral", 2: "positive"},
+        label2id={"negative": 0, "neutral": 1, "positive": 2},
+    )
+    path = Path(path)
+    ViTForImageClassification(config).save_pretrained(path)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
+WORDS = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "a",
+    "red",
+    "circle",
+    "cat",
+    "blue",
+    "square",
+    "on",
+    "the",
+    "night",
+    "city",
+    "at",
+]
+
+
+@keeps_global_rng
+def build_tiny_blip(root: str | Path, *, seed: int = 0):
+    """(BlipForImageTextRetrieval, ImageReward-shaped score head, BERT tokenizer), tiny and random:
+    the ImageReward tests write them in the original checkpoint layout and convert them back."""
+    from transformers import BertTokenizer, BlipConfig, BlipForImageTextRetrieval
+
+    from parrot_t2i.rewards.clip import ScoreHead
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+    tokenizer = BertTokenizer(str(root / "vocab.txt"))
+    tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    torch.manual_seed(seed)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        encoder_hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=40,
+        bos_token_id=None,
+        sep_token_id=None,
+    )
+    vision = dict(
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        layer_norm_eps=1e-6,
+    )
+    config = BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=16)
+    return BlipForImageTextRetrieval(config).eval(), ScoreHead(32).eval(), tokenizer
