@@ -729,6 +729,23 @@ def log_images(run: Run, images: Tensor, iteration: int, limit: int = 16) -> Non
     log_grid(run.accelerator, shown, make_grid(shown), iteration)
 
 
+CHECKED = ("shape", "colour", "background")
+
+
+def checker_accuracy(config: Config, evaluation: Evaluation) -> dict[str, float]:
+    """For a mini-world run, the attribute checker's accuracy on the prompts' named attributes: an
+    independent judge beside the rewards, which reward hacking cannot fool (it is never trained
+    against). Empty for other models."""
+    if config.model.pretrained != "builtin:mini":
+        return {}
+    from .mini import weights_path
+    from .mini.nets import AttributeChecker
+
+    checker = AttributeChecker.from_pretrained(weights_path("checker")).eval()
+    hits = checker.prompt_hits(evaluation.images, evaluation.prompts, CHECKED)
+    return {f"checker/{a}": sum(v) / len(v) for a, v in hits.items()}
+
+
 def write_summary(
     run: Run, history: list[dict[str, float]], before: Evaluation | None, after: Evaluation | None, seconds: float
 ) -> str:
@@ -744,7 +761,11 @@ def write_summary(
     if before is not None and after is not None:
         reference = lower_quantile_reference(before.scores)  # as the report: each reward's 10% quantile before training
         before_means, after_means = (
-            {**e.means(), "hv_per_prompt": per_prompt_hypervolume(e.scores, e.prompts, reference)}
+            {
+                **e.means(),
+                "hv_per_prompt": per_prompt_hypervolume(e.scores, e.prompts, reference),
+                **checker_accuracy(run.config, e),
+            }
             for e in (before, after)
         )
         summary.update(
@@ -756,7 +777,14 @@ def write_summary(
         )
         lines += [
             f"held-out prompts ({len(set(before.prompts))} prompts × {run.config.eval.images_per_prompt} images; "
-            "hv_per_prompt: hypervolume of each prompt's images above each reward's 10% quantile before training):",
+            "hv_per_prompt: hypervolume of each prompt's images above each reward's 10% quantile before training"
+            + (
+                "; checker/*: how often the attribute checker, never a reward, sees the prompt's shape, colour, "
+                "background"
+                if "checker/colour" in before_means
+                else ""
+            )
+            + "):",
             comparison_table(before_means, after_means),
         ]
         if run.expander is not None and run.config.eval.expand:

@@ -280,7 +280,10 @@ def test_short_seeded_joint_rl_run_on_the_mini_world(tmp_path):
     for m in metrics:
         assert all(0 <= m[f"reward/{n}/mean"] <= 1 for n in names) and 1 <= m["selected"] <= 8
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert list(summary["before"]) == [*names, "average", "hv_per_prompt"] and summary["eval_images"] == 4
+    checked = ["checker/shape", "checker/colour", "checker/background"]  # the independent judge, mini runs only
+    assert list(summary["before"]) == [*names, "average", "hv_per_prompt", *checked] and summary["eval_images"] == 4
+    assert all(summary[when][c] * 4 in (0, 1, 2, 3, 4) for when in ("before", "after") for c in checked)
+    assert "checker/*: how often the attribute checker" in (run_dir / "summary.md").read_text()
     # Same seed, same everything: the first iteration's rewards repeat exactly.
     again = train(mini_run_config(tmp_path, "train.num_iterations=1", "eval.file=null"))
     first = json.loads((again / "metrics.jsonl").read_text().splitlines()[0])
