@@ -24,7 +24,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from parrot_t2i.config import load_config
-from parrot_t2i.trainer import setup_run, train_iteration
+from parrot_t2i.run import setup_run
+from parrot_t2i.trainer import train_iteration
 
 PHASES = ["sample", "update", "iteration"]
 

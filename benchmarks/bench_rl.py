@@ -170,7 +170,8 @@ def rl_overrides(model: str, objective: str, selection: str, args) -> list[str]:
 
 def worker_ours(args, objective: str, selection: str = "group") -> dict:
     from parrot_t2i.config import load_config
-    from parrot_t2i.trainer import setup_run, train_iteration
+    from parrot_t2i.run import setup_run
+    from parrot_t2i.trainer import train_iteration
 
     overrides = [
         *rl_overrides(args.model, objective, selection, args),

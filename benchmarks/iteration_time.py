@@ -27,8 +27,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from parrot_t2i.config import load_config
+from parrot_t2i.run import setup_run
+from parrot_t2i.run_folder import record_iteration
 from parrot_t2i.tracking import start as start_trackers
-from parrot_t2i.trainer import record_iteration, setup_run, train_iteration
+from parrot_t2i.trainer import train_iteration
 
 PHASES = ["expand", "sample", "reward", "update", "pen_update", "log", "iteration"]
 
@@ -43,7 +45,7 @@ def measure(preset: str | None, iterations: int, warmup: int, overrides: list[st
         for i in range(1, total + 1):
             result = train_iteration(run)
             started = time.perf_counter()
-            record_iteration(run, result, i, total)
+            record_iteration(run, result.stats, result.images, i, total)
             stats = result.stats
             stats["time/log"] = time.perf_counter() - started
             stats["time/iteration"] += stats["time/log"]

@@ -37,8 +37,9 @@ from tiny_models import build_tiny_pen
 from transformers import CLIPTextConfig, CLIPTextModel, GPT2Config, GPT2LMHeadModel
 
 from parrot_t2i.config import load_config
+from parrot_t2i.run import setup_run
 from parrot_t2i.tiny import build_tiny_sd, tiny_tokenizer
-from parrot_t2i.trainer import setup_run, train_iteration
+from parrot_t2i.trainer import train_iteration
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -19,9 +19,7 @@ import random
 import shutil
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,11 +28,10 @@ from torch import Tensor
 
 from .config import save_config
 from .errors import ParrotError
+from .run import Run, holding
 
 logger = logging.getLogger(__name__)
 
-if TYPE_CHECKING:
-    from .trainer import Run
 
 STATE = "state"
 
@@ -76,30 +73,6 @@ def _generators(run: Run) -> dict[str, torch.Generator]:
 
 
 # ----------------------------------------------------------------------------- parameters
-
-
-def snapshot(params: list[torch.nn.Parameter]) -> list[Tensor]:
-    return [p.detach().clone() for p in params]
-
-
-def restore(params: list[torch.nn.Parameter], values: list[Tensor]) -> None:
-    with torch.no_grad():
-        for p, v in zip(params, values):
-            p.copy_(v)
-
-
-@contextmanager
-def holding(params: list[torch.nn.Parameter], values: list[Tensor] | None) -> Iterator[None]:
-    """Temporarily give ``params`` other ``values`` (nothing to do for None)."""
-    if values is None:
-        yield
-        return
-    current = snapshot(params)
-    restore(params, values)
-    try:
-        yield
-    finally:
-        restore(params, current)
 
 
 # ----------------------------------------------------------------------------- save / resume

@@ -6,31 +6,20 @@ the run folder, progress, checkpoints and the decoupled ablation's two phases.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, PartialState
-from accelerate.utils import broadcast_object_list, set_seed
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checkpoint import (
-    holding,
-    load_checkpoint,
-    restore,
-    resumable_checkpoint,
-    save_checkpoint,
-    snapshot,
-)
-from .config import Config, ConfigError, save_config
+from .checkpoint import load_checkpoint, resumable_checkpoint, save_checkpoint
+from .config import Config, save_config
 from .diffusion import (
     Conditioning,
     Trajectory,
@@ -41,21 +30,25 @@ from .diffusion import (
 )
 from .distributed import gather_rows, process_rows, sum_gradients
 from .errors import ParrotError
-from .evaluate import Evaluation, comparison_table, evaluate, inference_from_config
-from .identifiers import identifier_strings, with_identifiers
-from .images import make_grid, save_grid
+from .identifiers import with_identifiers
 from .objectives import (
-    Objective,
     Selection,
     pen_policy_gradient_loss,
     policy_gradient_loss,
 )
-from .pareto import lower_quantile_reference, per_prompt_hypervolume
-from .pen import Expansions, PromptExpander, sampled_log_probs
+from .pen import Expansions, sampled_log_probs
 from .prompts import read_prompt_file
-from .rewards import Reward, RewardError, build_rewards, score_all
-from .t2i import T2IPolicy
-from .tracking import log_grid, trackers
+from .rewards import RewardError, score_all
+from .run import Run, holding, restore, setup_run, snapshot
+from .run_folder import (
+    claim_run_dir,
+    evaluate_run,
+    history_up_to,
+    on_main_process_shared,
+    record_iteration,
+    write_run_report,
+    write_summary,
+)
 from .tracking import start as start_trackers
 
 logger = logging.getLogger(__name__)
@@ -98,130 +91,6 @@ def condition(texts: list[str], reward_index: Tensor, identifiers: list[str] | N
     if identifiers is None:
         return list(texts)
     return [with_identifiers(text, [identifiers[k]]) for k, text in zip(reward_index.tolist(), texts)]
-
-
-def load_prompts(config: Config) -> list[str]:
-    """The training prompts: inline ``prompts.prompts`` if given, else ``prompts.file``."""
-    inline = [p.strip() for p in config.prompts.prompts if p.strip()]
-    if inline:
-        return inline
-    if not config.prompts.file:
-        raise ConfigError("no training prompts: set prompts.prompts or prompts.file")
-    return read_prompt_file(config.prompts.file, "prompts.file")
-
-
-# ----------------------------------------------------------------------------- the run
-
-
-@dataclass
-class Run:
-    """Everything one training run holds between iterations."""
-
-    config: Config
-    accelerator: Accelerator
-    policy: T2IPolicy
-    params: list[torch.nn.Parameter]  # the T2I parameters RL trains (empty when train.t2i is false)
-    reference_params: list[torch.nn.Parameter]  # what the KL reference swaps back: all of params, or the non-LoRA ones
-    reference: list[Tensor] | None  # train.kl_coef > 0: those parameters' values before RL
-    optimizer: torch.optim.Optimizer | None
-    expander: PromptExpander | None  # the PEN; None without prompt expansion
-    pen_params: list[torch.nn.Parameter]  # the PEN parameters RL trains (empty when train.pen is false)
-    pen_optimizer: torch.optim.Optimizer | None
-    identifiers: list[str] | None  # the K identifier strings; None when training uses none
-    rewards: list[Reward]
-    objective: Objective
-    prompts: list[str]
-    uncond: Conditioning  # (1, L, D) embedding of the empty negative prompt, encoded once
-    generator: torch.Generator  # same seed on every process: the global batch's prompts
-    noise_generator: torch.Generator  # per process: the sampler's noise, PEN sampling, timestep subsets
-    run_dir: Path
-
-    @property
-    def reward_names(self) -> list[str]:
-        """Names as configured: the order of the reward columns everywhere."""
-        return [spec.name for spec in self.config.rewards]
-
-
-def setup_run(config: Config, run_dir: Path | None = None) -> Run:
-    accelerator = Accelerator(
-        mixed_precision=config.train.mixed_precision,
-        log_with=trackers(config.train.report_to),
-        project_dir=str(run_dir) if run_dir else None,
-    )
-    names = [spec.name for spec in config.rewards]
-    objective = Objective(config.objective, names, seed=config.train.seed)
-    prompts = load_prompts(config)
-    t, pen = config.train, config.pen
-    with accelerator.main_process_first():  # one process fills the model caches, the others then read them
-        rewards = build_rewards(config.rewards, accelerator.device)
-        policy = T2IPolicy.from_pretrained(config.model.pretrained)
-        expander = PromptExpander.from_pretrained(pen.pretrained, pen.template) if pen.pretrained else None
-    policy.to(accelerator.device)
-    policy.scheduler.set_timesteps(config.sample.num_inference_steps, device=accelerator.device)
-    if config.model.gradient_checkpointing:
-        policy.unet.enable_gradient_checkpointing()
-    if config.model.vae_slicing and policy.vae is not None:
-        policy.vae.enable_slicing()
-    if config.model.channels_last:
-        policy.use_channels_last()
-    if expander is not None:
-        expander.model.to(accelerator.device)
-    # Seeded after loading: building a missing built-in model draws random numbers, and a cold or
-    # warm model cache must not change the LoRA initialisation or anything after it.
-    set_seed(t.seed)
-    identifiers = (
-        identifier_strings(len(names), config.prompts.identifier_template, config.prompts.identifier_strings)
-        if config.prompts.identifiers
-        else None
-    )
-    unet_params = (
-        policy.set_trainable(config.model.trainable, config.model.lora_rank, config.model.lora_alpha) if t.t2i else []
-    )
-    identifier_params = [policy.learn_identifiers(identifiers)] if config.model.train_identifiers else []
-    params = unet_params + identifier_params
-    # Only the optimisers are prepared: the networks are not DDP-wrapped, distributed.sum_gradients
-    # sums their gradients (a process with nothing selected would leave DDP's hooks waiting).
-    optimizer = accelerator.prepare(_adamw(params, t.learning_rate, t)) if params else None
-    # The KL reference: LoRA adapters switched off, and every other trained tensor at its pre-RL value.
-    reference_params = identifier_params if config.model.trainable == "lora" else params
-    reference = snapshot(reference_params) if params and t.kl_coef > 0 else None
-    pen_params = (
-        expander.set_trainable(pen.trainable, pen.lora_rank, pen.lora_alpha) if expander is not None and t.pen else []
-    )
-    pen_optimizer = accelerator.prepare(_adamw(pen_params, pen.learning_rate, t)) if pen_params else None
-    noise_generator = torch.Generator(accelerator.device).manual_seed(t.seed * 1009 + accelerator.process_index)
-    logger.info(
-        "rewards: %s; trainable parameters: T2I %d, PEN %d",
-        names,
-        sum(p.numel() for p in params),
-        sum(p.numel() for p in pen_params),
-    )
-    return Run(
-        config=config,
-        accelerator=accelerator,
-        policy=policy,
-        params=params,
-        reference_params=reference_params,
-        reference=reference,
-        optimizer=optimizer,
-        expander=expander,
-        pen_params=pen_params,
-        pen_optimizer=pen_optimizer,
-        identifiers=identifiers,
-        rewards=rewards,
-        objective=objective,
-        prompts=prompts,
-        uncond=policy.encode_negative(),
-        generator=torch.Generator().manual_seed(t.seed),
-        noise_generator=noise_generator,
-        run_dir=run_dir or Path(tempfile.mkdtemp(prefix="parrot-")),
-    )
-
-
-def _adamw(params: list[torch.nn.Parameter], lr: float, t) -> torch.optim.AdamW:
-    return torch.optim.AdamW(
-        params, lr=lr, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.adam_weight_decay, eps=t.adam_epsilon
-    )
 
 
 # ----------------------------------------------------------------------------- one iteration
@@ -571,7 +440,9 @@ def train(config: Config, resume: Path | None = None) -> Path:
     held_out = read_prompt_file(config.eval.file, "eval.file") if config.eval.file else None
     plan = phases(config)
     total = config.train.num_iterations * len(plan)
-    run_dir = resume if resume is not None else _shared(lambda: _fresh_run_dir(Path(config.train.output_dir)))
+    run_dir = (
+        resume if resume is not None else on_main_process_shared(lambda: claim_run_dir(Path(config.train.output_dir)))
+    )
     checkpoint = None
     if resume is not None:
         checkpoint, done = resumable_checkpoint(run_dir)
@@ -596,7 +467,7 @@ def train(config: Config, resume: Path | None = None) -> Path:
             trained_t2i = snapshot(run.params)
             restore(run.params, base_t2i)
         logger.info("resuming %s from %s (iteration %d of %d)", run_dir, checkpoint.name, done, total)
-    history = _history(run_dir, done) if acc.is_main_process else []
+    history = history_up_to(run_dir, done) if acc.is_main_process else []
     try:
         with tqdm(
             total=total, initial=done, desc="parrot", unit="it", disable=not acc.is_main_process, dynamic_ncols=True
@@ -621,7 +492,7 @@ def train(config: Config, resume: Path | None = None) -> Path:
                             },
                         }
                     )
-                    record_iteration(run, result, done, total, trained_t2i)
+                    record_iteration(run, result.stats, result.images, done, total, trained_t2i)
     except KeyboardInterrupt:  # keep what was trained so far
         if done:
             logger.warning(
@@ -649,195 +520,3 @@ def train(config: Config, resume: Path | None = None) -> Path:
         print(write_summary(run, history, before, after, time.perf_counter() - started))
         write_run_report(run, history, before, after)
     return run_dir
-
-
-def _history(run_dir: Path, done: int) -> list[dict[str, float]]:
-    """The statistics of the first ``done`` iterations from metrics.jsonl, which is cut back to
-    them: iterations after the checkpoint a run resumes from are run again."""
-    path = run_dir / "metrics.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    kept = [r for r in records if r["iteration"] <= done]
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    return [{k: v for k, v in r.items() if k != "iteration"} for r in kept]
-
-
-def write_run_report(
-    run: Run, history: list[dict[str, float]], before: Evaluation | None, after: Evaluation | None
-) -> None:
-    """The `parrot evaluate` report of this run (before vs after on the held-out prompts) in
-    ``report/``, with the training reward curves; the curves alone without an evaluation set."""
-    from .plots import reward_curves, save
-    from .report import Entry, write_report
-    from .runs import last_checkpoint
-
-    curves = reward_curves(
-        {n: [h.get(f"reward/{n}/mean", float("nan")) for h in history] for n in run.reward_names},
-        "training batches: mean reward per iteration",
-    )
-    save(curves, run.run_dir / "reward_curves.png")
-    if before is None or after is None:
-        return
-    cfg = run.config
-    entries = [Entry("before", cfg.model.pretrained, before), Entry("after", str(last_checkpoint(run.run_dir)), after)]
-    write_report(
-        entries,
-        run.run_dir / "report",
-        None,
-        cfg.eval.file,
-        cfg.eval.images_per_prompt,
-        extra=[("training reward curves", curves)],
-    )
-
-
-def evaluate_run(run: Run, prompts: list[str], tag: str) -> Evaluation:
-    """Score the current weights on held-out prompts with Parrot's inference (the ``eval`` settings)
-    from fixed noise; save a grid ``samples/{tag}.png``."""
-    cfg = run.config
-    result = evaluate(
-        run.policy,
-        run.rewards,
-        run.reward_names,
-        prompts,
-        images_per_prompt=cfg.eval.images_per_prompt,
-        inference=inference_from_config(cfg, run.expander),
-        batch_size=cfg.sample.batch_size,
-        desc=f"held-out prompts, {tag} training",
-    )
-    shown = min(len(result.images), 8 * cfg.eval.images_per_prompt)  # eight prompts, one per row
-    save_grid(result.images[:shown], run.run_dir / "samples" / f"{tag}.png", ncols=cfg.eval.images_per_prompt)
-    return result
-
-
-def record_iteration(
-    run: Run, result: IterationResult, iteration: int, total: int, trained_t2i: list[Tensor] | None = None
-) -> None:
-    """After an iteration: TensorBoard scalars, metrics.jsonl, image grids and periodic checkpoints."""
-    cfg, acc = run.config.train, run.accelerator
-    acc.log(result.stats, step=iteration)
-    if acc.is_main_process:
-        with open(run.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"iteration": iteration, **result.stats}) + "\n")
-        if iteration in (1, total) or (cfg.log_images_every and iteration % cfg.log_images_every == 0):
-            log_images(run, result.images, iteration)
-    if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration != total:
-        save_checkpoint(run, iteration, trained_t2i)
-
-
-def log_images(run: Run, images: Tensor, iteration: int, limit: int = 16) -> None:
-    shown = images[:limit]
-    save_grid(shown, run.run_dir / "samples" / f"iter_{iteration:06d}.png")
-    log_grid(run.accelerator, shown, make_grid(shown), iteration)
-
-
-CHECKED = ("shape", "colour", "background")
-
-
-def checker_accuracy(config: Config, evaluation: Evaluation) -> dict[str, float]:
-    """For a mini-world run, the attribute checker's accuracy on the prompts' named attributes: an
-    independent judge beside the rewards, which reward hacking cannot fool (it is never trained
-    against). Empty for other models."""
-    if config.model.pretrained != "builtin:mini":
-        return {}
-    from .mini import weights_path
-    from .mini.nets import AttributeChecker
-
-    checker = AttributeChecker.from_pretrained(weights_path("checker")).eval()
-    hits = checker.prompt_hits(evaluation.images, evaluation.prompts, CHECKED)
-    return {f"checker/{a}": sum(v) / len(v) for a, v in hits.items()}
-
-
-def write_summary(
-    run: Run, history: list[dict[str, float]], before: Evaluation | None, after: Evaluation | None, seconds: float
-) -> str:
-    """``summary.json`` and ``summary.md`` in the run folder; returns the text shown to the user.
-
-    The table compares every reward on the held-out prompts before and after training; without an
-    evaluation set it falls back to the training batches' means at the first and last iteration.
-    """
-    summary: dict = {"iterations": len(history), "wall_time_s": round(seconds, 1)}
-    if history:
-        summary["mean_iteration_s"] = sum(h["time/iteration"] for h in history) / len(history)
-    lines = [f"run folder: {run.run_dir}", f"iterations: {len(history)}, wall time {seconds / 60:.1f} min"]
-    if before is not None and after is not None:
-        reference = lower_quantile_reference(before.scores)  # as the report: each reward's 10% quantile before training
-        before_means, after_means = (
-            {
-                **e.means(),
-                "hv_per_prompt": per_prompt_hypervolume(e.scores, e.prompts, reference),
-                **checker_accuracy(run.config, e),
-            }
-            for e in (before, after)
-        )
-        summary.update(
-            eval_prompts=len(set(before.prompts)),
-            eval_images=len(before.prompts),
-            before=before_means,
-            after=after_means,
-            hypervolume_reference=reference.tolist(),
-        )
-        lines += [
-            f"held-out prompts ({len(set(before.prompts))} prompts × {run.config.eval.images_per_prompt} images; "
-            "hv_per_prompt: hypervolume of each prompt's images above each reward's 10% quantile before training"
-            + (
-                "; checker/*: how often the attribute checker, never a reward, sees the prompt's shape, colour, "
-                "background"
-                if "checker/colour" in before_means
-                else ""
-            )
-            + "):",
-            comparison_table(before_means, after_means),
-        ]
-        if run.expander is not None and run.config.eval.expand:
-            step = run.config.eval.images_per_prompt  # the first image of the first four prompts
-            examples = [
-                {"prompt": p, "before": b, "after": a}
-                for p, b, a in zip(before.prompts[::step], before.expansions[::step], after.expansions[::step])
-            ][:4]
-            summary["expansions"] = examples
-            lines += ["expansions (before -> after training):"] + [
-                f"  {e['prompt']!r}\n    {e['before']!r}\n -> {e['after']!r}" for e in examples
-            ]
-    elif len(history) >= 1:
-        first, last = history[0], history[-1]
-        train_means = {
-            n: (first[f"reward/{n}/mean"], last[f"reward/{n}/mean"])
-            for n in run.reward_names
-            if f"reward/{n}/mean" in first
-        }
-        summary["training_batches"] = {n: {"first": a, "last": b} for n, (a, b) in train_means.items()}
-        lines += ["training batches, first -> last iteration:"] + [
-            f"  {n:>24}: {a:.4f} -> {b:.4f}  ({b - a:+.4f})" for n, (a, b) in train_means.items()
-        ]
-    text = "\n".join(lines)
-    (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (run.run_dir / "summary.md").write_text(f"# Run summary\n\n{text}\n")
-    return text
-
-
-def _shared(make: Callable[[], Path]) -> Path:
-    """``make()`` on the main process, its result on every process (one run folder, not one each)."""
-    state = PartialState()
-    made = [make() if state.is_main_process else None]
-    return broadcast_object_list(made)[0] if state.num_processes > 1 else made[0]
-
-
-CLAIM = ".parrot-run"  # created exclusively in a run folder: the folder belongs to that run
-
-
-def _fresh_run_dir(path: Path) -> Path:
-    """``path``, or ``path-2``, ``path-3``... if it already holds anything: never overwrite earlier
-    work. The folder is claimed atomically (an exclusively created marker file), so two runs
-    started into one ``output_dir`` at once get two folders."""
-    candidate, n = path, 1
-    while True:
-        try:
-            candidate.mkdir(parents=True, exist_ok=True)
-            if not any(entry.name != CLAIM for entry in candidate.iterdir()):
-                with open(candidate / CLAIM, "x"):
-                    return candidate
-        except FileExistsError:  # another run claimed it first (or a file has that name)
-            pass
-        except OSError as err:
-            raise ParrotError(f"cannot create the run folder {str(candidate)!r}: {err.strerror or err}") from None
-        n += 1
-        candidate = path.with_name(f"{path.name}-{n}")

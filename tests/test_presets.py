@@ -15,9 +15,10 @@ from tiny_models import build_tiny_pen
 
 from parrot_t2i.config import load_config
 from parrot_t2i.rewards.clip import ScoreHead
+from parrot_t2i.run import setup_run
 from parrot_t2i.runs import open_run, run_expander, run_policy
 from parrot_t2i.t2i import T2IPolicy
-from parrot_t2i.trainer import setup_run, train
+from parrot_t2i.trainer import train
 
 
 @pytest.fixture(scope="module")

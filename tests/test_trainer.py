@@ -7,14 +7,8 @@ import torch
 
 from parrot_t2i.config import ConfigError, load_config
 from parrot_t2i.diffusion import sample_trajectory
-from parrot_t2i.trainer import (
-    assign_rewards,
-    condition,
-    load_prompts,
-    setup_run,
-    train,
-    train_iteration,
-)
+from parrot_t2i.run import load_prompts, setup_run
+from parrot_t2i.trainer import assign_rewards, condition, train, train_iteration
 
 
 def tiny_config(tmp_path, *overrides):
@@ -352,7 +346,7 @@ def test_kl_to_the_reference_is_zero_at_the_start_and_pulls_back_after(tmp_path,
 def test_runs_started_into_one_output_dir_at_once_claim_different_folders(tmp_path):
     import threading
 
-    from parrot_t2i.trainer import _fresh_run_dir
+    from parrot_t2i.run_folder import claim_run_dir
 
     (tmp_path / "runs" / "busy").mkdir(parents=True)
     (tmp_path / "runs" / "busy" / "metrics.jsonl").write_text("{}\n")  # earlier work: never reused
@@ -360,7 +354,7 @@ def test_runs_started_into_one_output_dir_at_once_claim_different_folders(tmp_pa
 
     def claim():
         start.wait()
-        claimed.append(_fresh_run_dir(tmp_path / "runs" / "busy"))
+        claimed.append(claim_run_dir(tmp_path / "runs" / "busy"))
 
     threads = [threading.Thread(target=claim) for _ in range(8)]
     for thread in threads:
@@ -371,4 +365,4 @@ def test_runs_started_into_one_output_dir_at_once_claim_different_folders(tmp_pa
     assert sorted(p.name for p in claimed) == sorted(f"busy-{n}" for n in range(2, 10))
     empty = tmp_path / "runs" / "empty"
     empty.mkdir()
-    assert _fresh_run_dir(empty) == empty  # an empty folder is free to use
+    assert claim_run_dir(empty) == empty  # an empty folder is free to use

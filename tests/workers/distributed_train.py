@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from parrot_t2i.config import load_config
-from parrot_t2i.trainer import setup_run, train_iteration
+from parrot_t2i.run import setup_run
+from parrot_t2i.trainer import train_iteration
 
 
 class Recording:
