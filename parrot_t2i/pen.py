@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from .builtin import resolve
 from .errors import ParrotError, missing_weights_error
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class PromptExpander:
         beside the model (``parrot_pen.json``, written by ``parrot sft-pen``), else "instruction",
         the paper's.
         """
-        source = resolve_pen(name_or_path)
+        source = resolve(name_or_path, "pen")
         try:
             model = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True)
             tokenizer = AutoTokenizer.from_pretrained(source)
@@ -302,15 +303,6 @@ class PromptExpander:
 def sampled_log_probs(distributions: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
     """(B, L) log-probability of each sampled token under (B, L, V) log-distributions; 0 where mask is 0."""
     return distributions.gather(-1, ids[..., None]).squeeze(-1) * mask
-
-
-def resolve_pen(name_or_path: str) -> str:
-    """``builtin:mini`` is the shipped mini PEN; hub ids and paths pass through."""
-    if name_or_path == "builtin:mini":
-        from .mini import weights_path
-
-        return str(weights_path("pen"))
-    return name_or_path
 
 
 def _until_eos(ids: Tensor, eos_token_id: int) -> Tensor:

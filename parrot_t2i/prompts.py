@@ -14,22 +14,17 @@ import csv
 import json
 from pathlib import Path
 
+from .builtin import prompt_set, prompt_sets
 from .config import ConfigError
-
-PACKAGED = Path(__file__).parent / "mini" / "prompts"
-
-
-def packaged_sets() -> list[str]:
-    return sorted(f"builtin:{p.stem}" for p in PACKAGED.glob("*.txt"))
 
 
 def read_prompt_file(spec: str, key: str) -> list[str]:
     """The prompts of ``spec``; ``key`` names the setting in error messages."""
     spec, _, selector = spec.partition("#") if not spec.startswith("builtin:") else (spec, "", "")
     if spec.startswith("builtin:"):
-        path = PACKAGED / f"{spec.removeprefix('builtin:')}.txt"
-        if not path.is_file():
-            raise ConfigError(f"{key}: unknown prompt set {spec!r} (packaged: {', '.join(packaged_sets())})")
+        path = prompt_set(spec)
+        if path is None:
+            raise ConfigError(f"{key}: unknown prompt set {spec!r} (packaged: {', '.join(prompt_sets())})")
     else:
         path = Path(spec)
         if not path.is_file():

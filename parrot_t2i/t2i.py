@@ -28,31 +28,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
 
+from .builtin import resolve
 from .diffusion import Conditioning
 from .errors import ParrotError, missing_weights_error
 from .learned_identifiers import LearnedIdentifiers
-from .tiny import BUILTIN, builtin_path
 
 logger = logging.getLogger(__name__)
 
 TRAINABLE_FILE = "unet_trainable.safetensors"
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-
-
-def resolve_model(name_or_path: str) -> str:
-    """Map ``builtin:mini`` (shipped) and ``builtin:NAME`` (built on first use) to their folders;
-    hub ids and paths pass through."""
-    if name_or_path == "builtin:mini":
-        from .mini import weights_path
-
-        return str(weights_path("t2i"))
-    if name_or_path.startswith("builtin:"):
-        name = name_or_path.removeprefix("builtin:")
-        if name not in BUILTIN:
-            known = ", ".join(["builtin:mini", *("builtin:" + b for b in BUILTIN)])
-            raise ParrotError(f"unknown built-in model {name_or_path!r} (built-ins: {known})")
-        return str(builtin_path(name))
-    return name_or_path
 
 
 @dataclass
@@ -73,7 +57,7 @@ class T2IPolicy:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, torch_dtype: torch.dtype = torch.float32) -> T2IPolicy:
-        source = resolve_model(name_or_path)
+        source = resolve(name_or_path, "t2i")
         try:
             index = DiffusionPipeline.load_config(source)
             unet = UNet2DConditionModel.from_pretrained(

@@ -166,7 +166,7 @@ def save_pixel_pipeline(path: str | Path, unet, text_encoder, tokenizer, schedul
     return path
 
 
-BUILTIN = {"tiny": dict(sample_size=16)}  # name -> build_tiny_sd keyword arguments
+BUILTIN = {"tiny": dict(sample_size=16)}  # name -> build_tiny_sd keyword arguments (builtin.py names them)
 
 
 def cache_dir() -> Path:

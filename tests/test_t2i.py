@@ -2,8 +2,9 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
+from parrot_t2i.builtin import resolve
 from parrot_t2i.errors import ParrotError
-from parrot_t2i.t2i import T2IPolicy, resolve_model
+from parrot_t2i.t2i import T2IPolicy
 
 
 def test_loads_pixel_and_vae_models_through_from_pretrained(tiny_pixel_model, tiny_sd_model):
@@ -15,12 +16,16 @@ def test_loads_pixel_and_vae_models_through_from_pretrained(tiny_pixel_model, ti
 
 
 def test_builtin_tiny_is_built_once_and_loaded_from_its_folder():
-    first = resolve_model("builtin:tiny")
-    assert resolve_model("builtin:tiny") == first
+    first = resolve("builtin:tiny", "t2i")
+    assert resolve("builtin:tiny", "t2i") == first and resolve("org/model", "t2i") == "org/model"
     policy = T2IPolicy.from_pretrained("builtin:tiny")
     assert policy.resolution == 16
-    with pytest.raises(ParrotError, match="unknown built-in model"):
-        resolve_model("builtin:nope")
+    with pytest.raises(
+        ParrotError, match="unknown built-in model 'builtin:nope' \\(built-ins: builtin:mini, builtin:tiny\\)"
+    ):
+        resolve("builtin:nope", "t2i")
+    with pytest.raises(ParrotError, match="unknown built-in PEN 'builtin:tiny' \\(built-ins: builtin:mini\\)"):
+        resolve("builtin:tiny", "pen")
 
 
 def test_missing_weights_give_one_paragraph(tmp_path):
