@@ -4,7 +4,7 @@
     python benchmarks/table1_mini.py --iterations 2 --seeds 0 --images-per-prompt 1   # a smoke run
 
 Every trained row starts from the shipped mini T2I model and PEN, runs the same number of
-iterations (the decoupled ablation runs that many for each network), and is evaluated on the 30
+iterations (the decoupled ablation is two runs of that many, one per network), and is evaluated on the 30
 held-out prompts from the same noise. Rows (paper's Table 1):
 
 | row | training | inference |
@@ -14,7 +14,7 @@ held-out prompts from the same noise. Rows (paper's Table 1):
 | T2I tuning only | T2I only, Pareto + identifiers, no PEN | all identifiers, CFG 5 |
 | PEN only (Promptist-style) | PEN only, Pareto, no identifiers | expansion, CFG 5 |
 | preference reward only | T2I only, r = preference | prompt as given, CFG 5 |
-| w/o joint optimisation (decoupled) | T2I then PEN, separately | Parrot's |
+| w/o joint optimisation (decoupled) | a T2I-only run and a PEN-only run, combined | Parrot's |
 | w/o prompt expansion at inference | Parrot | all identifiers, prompt as given, CFG 5 |
 | w/o original-prompt guidance | Parrot | expansion + identifiers, CFG 5 |
 | Parrot | Parrot (the default job) | expansion + identifiers + Eq. 5 |
@@ -45,7 +45,7 @@ from parrot_t2i.pareto import hypervolume
 from parrot_t2i.plots import reward_curves, save
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.rewards import build_rewards
-from parrot_t2i.runs import open_run, run_expander, run_policy
+from parrot_t2i.runs import open_combined, open_run, run_expander, run_policy
 from parrot_t2i.t2i import T2IPolicy
 from parrot_t2i.trainer import train
 
@@ -72,17 +72,18 @@ TRAININGS = {
         "prompts.identifiers=false",
         *T2I_ONLY,
     ],
-    "decoupled": ["train.mode=decoupled"],
+    "decoupled_t2i": ["train.pen=false"],  # the decoupled ablation: the T2I model with the SFT PEN ...
+    "decoupled_pen": ["train.t2i=false"],  # ... and the PEN against the base model, combined at load time
     "parrot": [],
 }
 PLAIN = {"expander": None, "identifiers": [], "original_guidance": False}  # the prompt as given, CFG 5
-ROWS = [  # (row, training or None, changes to the run's own inference)
+ROWS = [  # (row, training: a key of TRAININGS, two keys combined (T2I, PEN) or None, changes to the inference)
     ("base model", None, PLAIN),
     ("weighted sum (0.25 each)", "weighted_sum", PLAIN),
     ("T2I tuning only", "t2i_only", {"expander": None, "original_guidance": False}),
     ("PEN only (Promptist-style)", "pen_only", {"original_guidance": False}),
     ("preference reward only", "preference_only", PLAIN),
-    ("w/o joint optimisation (decoupled)", "decoupled", {}),
+    ("w/o joint optimisation (decoupled)", ("decoupled_t2i", "decoupled_pen"), {}),
     ("w/o prompt expansion at inference", "parrot", {"expander": None, "original_guidance": False}),
     ("w/o original-prompt guidance", "parrot", {"original_guidance": False}),
     ("Parrot", "parrot", {}),
@@ -106,7 +107,7 @@ def main() -> None:
     curves: dict[str, list[list[float]]] = {}
     train_seconds = {}
     for seed in args.seeds:
-        runs = {}
+        runs, runs_dirs = {}, {}
         for name, overrides in TRAININGS.items():
             out = Path(args.work_dir) / f"seed{seed}" / name
             if not (out / "summary.json").is_file():  # resumable: finished trainings are reused
@@ -125,7 +126,7 @@ def main() -> None:
                 )
                 out = train(config)
                 train_seconds[f"seed{seed}/{name}"] = round(time.perf_counter() - begun, 1)
-            runs[name] = open_run(out)
+            runs[name], runs_dirs[name] = open_run(out), out
             history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
             curves.setdefault(name, []).append(
                 [sum(h[f"reward/{n}/mean"] for n in names) / len(names) for h in history]
@@ -136,6 +137,9 @@ def main() -> None:
                     T2IPolicy.from_pretrained(base_config.model.pretrained),
                     inference_from_config(base_config, None, trained_identifiers=False),
                 )
+            elif isinstance(training, tuple):  # two runs combined: the T2I model of one, the PEN of the other
+                config, policy, expander = open_combined(*(runs_dirs[name] for name in training))
+                inference = inference_from_config(config, expander)
             else:
                 config, checkpoint = runs[training]
                 policy, inference = (

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .config import save_config
 from .errors import ParrotError
-from .run import Run, holding
+from .run import Run
 
 logger = logging.getLogger(__name__)
 
@@ -72,19 +72,11 @@ def _generators(run: Run) -> dict[str, torch.Generator]:
     return {"shared": run.generator, "process": run.noise_generator, "objective": run.objective.generator}
 
 
-# ----------------------------------------------------------------------------- parameters
-
-
 # ----------------------------------------------------------------------------- save / resume
 
 
-def save_checkpoint(run: Run, iteration: int, trained_t2i: list[Tensor] | None = None) -> Path:
-    """Write ``checkpoints/iter_N`` atomically: weights, config and the resume state.
-
-    ``trained_t2i``: the decoupled ablation's second phase trains the PEN against the base T2I
-    model while the T2I weights of its first phase wait aside; those are the ones saved (and
-    the ones a resumed run puts aside again), so every checkpoint holds the combined model.
-    """
+def save_checkpoint(run: Run, iteration: int) -> Path:
+    """Write ``checkpoints/iter_N`` atomically: weights, config and the resume state."""
     acc = run.accelerator
     target = run.run_dir / "checkpoints" / f"iter_{iteration:06d}"
     staging = target.with_name(f".staging-{target.name}")
@@ -95,9 +87,8 @@ def save_checkpoint(run: Run, iteration: int, trained_t2i: list[Tensor] | None =
     acc.wait_for_everyone()
     torch.save(rng_state(_generators(run)), staging / STATE / f"rng_{acc.process_index}.pt")
     if acc.is_main_process:
-        with holding(run.params, trained_t2i):
-            if run.params:
-                run.policy.save_trainable(staging, run.config.model.trainable)
+        if run.params:
+            run.policy.save_trainable(staging, run.config.model.trainable)
         if run.pen_params:
             run.expander.save_trainable(staging / "pen", run.config.pen.trainable)
         save_config(run.config, staging / "config.yaml")
@@ -107,11 +98,7 @@ def save_checkpoint(run: Run, iteration: int, trained_t2i: list[Tensor] | None =
         )
         if acc.scaler is not None:
             torch.save(acc.scaler.state_dict(), staging / STATE / "scaler.pt")
-        progress = {
-            "iteration": iteration,
-            "num_processes": acc.num_processes,
-            "decoupled_t2i_aside": trained_t2i is not None,
-        }
+        progress = {"iteration": iteration, "num_processes": acc.num_processes}
         (staging / STATE / "progress.json").write_text(json.dumps(progress, indent=2))
     acc.wait_for_everyone()
     if acc.is_main_process:
@@ -161,9 +148,8 @@ def resumable_checkpoint(run_dir: Path) -> tuple[Path, int]:
     )
 
 
-def load_checkpoint(run: Run, checkpoint: Path) -> tuple[int, bool]:
-    """Put the run back in the state :func:`save_checkpoint` recorded; returns (iteration, whether
-    the decoupled ablation's trained T2I weights were aside, i.e. are the ones just loaded)."""
+def load_checkpoint(run: Run, checkpoint: Path) -> int:
+    """Put the run back in the state :func:`save_checkpoint` recorded; returns its iteration."""
     acc = run.accelerator
     progress = json.loads((checkpoint / STATE / "progress.json").read_text())
     if progress["num_processes"] != acc.num_processes:
@@ -185,4 +171,4 @@ def load_checkpoint(run: Run, checkpoint: Path) -> tuple[int, bool]:
     if acc.scaler is not None:
         acc.scaler.load_state_dict(torch.load(checkpoint / STATE / "scaler.pt", weights_only=True))
     set_rng_state(torch.load(checkpoint / STATE / f"rng_{acc.process_index}.pt", weights_only=True), _generators(run))
-    return progress["iteration"], progress["decoupled_t2i_aside"]
+    return progress["iteration"]

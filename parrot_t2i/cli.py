@@ -67,7 +67,7 @@ def _generate(args: argparse.Namespace) -> None:
     from .images import image_path, save_grid
     from .pen import PromptExpander
     from .rewards import build_rewards
-    from .runs import open_run, run_expander, run_policy
+    from .runs import open_combined, open_run, run_expander, run_policy
     from .t2i import T2IPolicy
 
     _check_flags(
@@ -82,11 +82,17 @@ def _generate(args: argparse.Namespace) -> None:
     )
     reward_names = [r.strip() for r in (args.rewards or "").split(",") if r.strip()]
     if args.run and args.pen:
-        raise ConfigError("--pen goes with --model; a run uses its own (trained) PEN")
+        raise ConfigError("--pen goes with --model; a run uses its own (trained) PEN, or --pen-run's")
+    if args.pen_run and not args.run:
+        raise ConfigError("--pen-run goes with --run: the T2I model of --run with the PEN of --pen-run")
     if args.run:
-        config, checkpoint = open_run(args.run)
-        policy, source = run_policy(config, checkpoint), str(checkpoint)
-        expander = None if args.no_expand else run_expander(config, checkpoint)
+        if args.pen_run:  # the decoupled ablation: two runs combined
+            config, policy, expander = open_combined(args.run, args.pen_run)
+            source = f"{args.run} with the PEN of {args.pen_run}"
+        else:
+            config, checkpoint = open_run(args.run)
+            policy, expander, source = run_policy(config, checkpoint), run_expander(config, checkpoint), str(checkpoint)
+        expander = None if args.no_expand else expander
         inference = inference_from_config(config, expander)
         strings = identifier_strings(
             len(config.rewards), config.prompts.identifier_template, config.prompts.identifier_strings
@@ -158,18 +164,24 @@ def _evaluate(args: argparse.Namespace) -> None:
     from .prompts import read_prompt_file
     from .report import Entry, write_report
     from .rewards import build_rewards
-    from .runs import open_run, run_expander, run_policy
+    from .runs import open_combined, open_run, run_expander, run_policy
     from .t2i import T2IPolicy
 
-    if not args.run and not args.model:
-        raise ConfigError("name at least one --run DIR or --model ID to evaluate")
+    if not args.run and not args.model and not args.combine:
+        raise ConfigError("name at least one --run DIR, --combine T2I_RUN PEN_RUN or --model ID to evaluate")
     _check_flags(args, images_per_prompt=RANGES["eval.images_per_prompt"])
     prompts = read_prompt_file(args.prompts, "--prompts")
-    runs = [(run, *open_run(run)) for run in args.run]
+    runs = [
+        (Path(run).name, str(checkpoint), config, run_policy(config, checkpoint), run_expander(config, checkpoint))
+        for run, (config, checkpoint) in ((run, open_run(run)) for run in args.run)
+    ]
+    for t2i_run, pen_run in args.combine or []:
+        label = f"{Path(t2i_run).name} + PEN of {Path(pen_run).name}"
+        runs.append((label, f"{t2i_run} + {pen_run}", *open_combined(t2i_run, pen_run)))
     specs = (
         [r.strip() for r in args.rewards.split(",") if r.strip()]
         if args.rewards
-        else (runs[0][1].rewards if runs else [])
+        else (runs[0][2].rewards if runs else [])
     )
     if not specs:
         raise ConfigError(
@@ -181,18 +193,12 @@ def _evaluate(args: argparse.Namespace) -> None:
     if reference is not None and len(reference) != len(names):
         raise ConfigError(f"--reference needs one value per reward ({len(names)}: {names}), got {reference}")
     entries = []
-    for run, config, checkpoint in runs:
-        inference = replace(inference_from_config(config, run_expander(config, checkpoint)), seed=args.seed)
+    for label, source, config, policy, expander in runs:
+        inference = replace(inference_from_config(config, expander), seed=args.seed)
         evaluation = evaluate(
-            run_policy(config, checkpoint),
-            rewards,
-            names,
-            prompts,
-            images_per_prompt=args.images_per_prompt,
-            inference=inference,
-            desc=Path(run).name,
+            policy, rewards, names, prompts, images_per_prompt=args.images_per_prompt, inference=inference, desc=label
         )
-        entries.append(Entry(Path(run).name, str(checkpoint), evaluation))
+        entries.append(Entry(label, source, evaluation))
     for (
         model
     ) in args.model:  # a base model: the prompt as given (no PEN, no identifiers), the config defaults' guidance
@@ -334,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--pen", help="with --model: the prompt expansion network (default: builtin:mini for builtin:mini, else none)"
     )
+    gen.add_argument(
+        "--pen-run",
+        help="with --run: the PEN trained by another run (the decoupled ablation: a train.pen=false run's T2I model "
+        "with a train.t2i=false run's PEN)",
+    )
     gen.add_argument("--n", type=int, default=8, help="number of images (default 8)")
     gen.add_argument(
         "--identifiers",
@@ -388,6 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="a run folder (its last checkpoint, PEN and inference settings); repeatable",
+    )
+    ev.add_argument(
+        "--combine",
+        nargs=2,
+        action="append",
+        metavar=("T2I_RUN", "PEN_RUN"),
+        help="one entry from two runs: the T2I model of a train.pen=false run with the PEN of a train.t2i=false run "
+        "(the paper's decoupled ablation); repeatable",
     )
     ev.add_argument(
         "--model",

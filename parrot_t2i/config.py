@@ -23,6 +23,17 @@ from .identifiers import parse_identifiers
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
+# Keys that no longer exist: the value an old run folder's config.yaml holds is dropped in silence;
+# any other value is an error that says what replaced the key.
+RETIRED = {
+    "train.mode": (
+        "joint",
+        "train.mode is gone: training is always joint; the decoupled ablation is two ordinary runs, one with "
+        "train.pen=false and one with train.t2i=false, combined by `parrot evaluate --combine T2I_RUN PEN_RUN` "
+        "or `parrot generate --run T2I_RUN --pen-run PEN_RUN`",
+    ),
+}
+
 # Names users bring from other trainers, for "did you mean" suggestions only.
 ALIASES = {
     "lr": "learning_rate",
@@ -173,13 +184,11 @@ class ObjectiveConfig:
 class TrainConfig:
     # RL iterations (one iteration = sample, score, select, one optimiser step per network).
     num_iterations: int = 50
-    # Which networks RL updates: both (Parrot), the T2I model only, or the PEN only (Promptist-style).
+    # Which networks RL updates: both, jointly from the same samples (Parrot), the T2I model only,
+    # or the PEN only (Promptist-style). The paper's decoupled ablation is a T2I-only run and a
+    # PEN-only run combined at load time (`parrot evaluate --combine T2I_RUN PEN_RUN`).
     t2i: bool = True
     pen: bool = True
-    # "joint" (Parrot: both updated every iteration from the same samples) or "decoupled" (the
-    # ablation: num_iterations of T2I-only training with the SFT PEN, then num_iterations of
-    # PEN-only training against the base T2I model, then the two trained networks combined).
-    mode: Literal["joint", "decoupled"] = "joint"
     # AdamW settings (paper: lr 1e-5, betas (0.9, 0.999), weight decay 0.1). The default lr suits
     # the mini world's 66k cross-attention parameters; real models want the paper's 1e-5.
     learning_rate: float = 5e-4
@@ -267,7 +276,7 @@ class Config:
 
     def validate(self) -> Config:
         """Range and cross-field checks; raises ConfigError naming the key."""
-        check_ranges((key, _lookup(self, key), rule) for key, rule in RANGES.items())
+        check_ranges((key, lookup(self, key), rule) for key, rule in RANGES.items())
         try:
             parse_report_to(self.train.report_to)
         except ValueError as err:
@@ -304,11 +313,6 @@ class Config:
             raise ConfigError("train.t2i and train.pen are both false: nothing to train")
         if t.pen and pen.pretrained is None:
             raise ConfigError("train.pen=true needs a PEN: set pen.pretrained (or train.pen=false)")
-        if t.mode == "decoupled" and not (t.t2i and t.pen and pen.pretrained):
-            raise ConfigError(
-                "train.mode=decoupled trains the T2I model and the PEN separately: it needs train.t2i, train.pen and "
-                "pen.pretrained"
-            )
         if self.model.train_identifiers and not (self.prompts.identifiers and t.t2i):
             raise ConfigError(
                 "model.train_identifiers learns the reward identifiers: it needs prompts.identifiers=true and "
@@ -454,7 +458,8 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _lookup(obj: Any, dotted: str) -> Any:
+def lookup(obj: Any, dotted: str) -> Any:
+    """The value of dotted key ``dotted`` (e.g. "train.learning_rate") in a config."""
     for part in dotted.split("."):
         obj = getattr(obj, part)
     return obj
@@ -471,6 +476,11 @@ def _build(cls: type, data: Any, where: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
+        if path in RETIRED:
+            kept, message = RETIRED[path]
+            if value == kept:
+                continue
+            raise ConfigError(message)
         if key not in fields:
             close = [ALIASES[key]] if ALIASES.get(key) in fields else difflib.get_close_matches(str(key), fields, n=1)
             hint = f" (did you mean '{where + '.' if where else ''}{close[0]}'?)" if close else ""

@@ -86,7 +86,6 @@ def record_iteration(
     images: Tensor,
     iteration: int,
     total: int,
-    trained_t2i: list[Tensor] | None = None,
 ) -> None:
     """After an iteration: TensorBoard scalars, metrics.jsonl, image grids and periodic checkpoints."""
     cfg, acc = run.config.train, run.accelerator
@@ -97,7 +96,7 @@ def record_iteration(
         if iteration in (1, total) or (cfg.log_images_every and iteration % cfg.log_images_every == 0):
             log_images(run, images, iteration)
     if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration != total:
-        save_checkpoint(run, iteration, trained_t2i)
+        save_checkpoint(run, iteration)
 
 
 def log_images(run: Run, images: Tensor, iteration: int, limit: int = 16) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .checkpoint import intact_checkpoints
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, lookup
 from .errors import ParrotError
 from .identifiers import identifier_strings
 from .learned_identifiers import FILE as IDENTIFIER_FILE
@@ -59,3 +59,31 @@ def run_expander(config: Config, checkpoint: Path) -> PromptExpander | None:
     if (checkpoint / "pen").is_dir():
         expander.load_trainable(checkpoint / "pen", config.pen.trainable)
     return expander
+
+
+SHARED = (  # what a T2I-only run and a PEN-only run must agree on to be combined
+    "model.pretrained",
+    "pen.pretrained",
+    "pen.template",
+    "prompts.identifiers",
+    "prompts.identifier_template",
+    "prompts.identifier_strings",
+)
+
+
+def open_combined(t2i_run: str | Path, pen_run: str | Path) -> tuple[Config, T2IPolicy, PromptExpander | None]:
+    """The paper's decoupled ablation, combined at load time: the T2I model trained by one run
+    (``train.pen=false``, sampling with the SFT PEN) with the PEN trained by another
+    (``train.t2i=false``, against the base T2I model). Both start from the same base models; the
+    T2I run's config gives the inference settings. Returns (config, policy, expander)."""
+    (config, checkpoint), (pen_config, pen_checkpoint) = open_run(t2i_run), open_run(pen_run)
+    differ = [key for key in SHARED if lookup(config, key) != lookup(pen_config, key)]
+    names = [[r.name for r in c.rewards] for c in (config, pen_config)]
+    if names[0] != names[1]:
+        differ.append("rewards")
+    if differ:
+        raise ConfigError(
+            f"cannot combine the T2I model of {str(t2i_run)!r} with the PEN of {str(pen_run)!r}: they differ in "
+            + ", ".join(differ)
+        )
+    return config, run_policy(config, checkpoint), run_expander(pen_config, pen_checkpoint)

@@ -1,7 +1,7 @@
 """The Parrot RL loop (paper Algorithm 1, batched): expand → sample → score → select → update → log.
 
 ``train_iteration`` is the whole algorithm, read top to bottom; ``train`` wraps it with accelerate,
-the run folder, progress, checkpoints and the decoupled ablation's two phases.
+the run folder, progress, the held-out evaluation before and after, and checkpoints.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .objectives import (
 from .pen import Expansions, sampled_log_probs
 from .prompts import read_prompt_file
 from .rewards import RewardError, score_all
-from .run import Run, holding, restore, setup_run, snapshot
+from .run import Run, holding, setup_run
 from .run_folder import (
     claim_run_dir,
     evaluate_run,
@@ -413,33 +413,14 @@ def _split(rows: Tensor, size: int) -> tuple[Tensor, ...]:
 # ----------------------------------------------------------------------------- the loop
 
 
-@dataclass
-class Phase:
-    """A stretch of iterations and which networks it updates."""
-
-    name: str
-    t2i: bool
-    pen: bool
-
-
-def phases(config: Config) -> list[Phase]:
-    """Joint training is one phase; the decoupled ablation trains the T2I model with the SFT PEN
-    first, then the PEN against the base T2I model, each for ``num_iterations``."""
-    t = config.train
-    if t.mode == "decoupled":
-        return [Phase("T2I only", True, False), Phase("PEN only", False, True)]
-    return [Phase("parrot" if t.t2i and t.pen else ("T2I only" if t.t2i else "PEN only"), t.t2i, t.pen)]
-
-
 def train(config: Config, resume: Path | None = None) -> Path:
-    """Run every phase's ``config.train.num_iterations`` iterations; returns the run folder.
+    """Run ``config.train.num_iterations`` iterations; returns the run folder.
 
     ``resume``: a run folder whose newest checkpoint with a resume state is continued; on CPU
     the result is bit-identical to a run that was never interrupted.
     """
     held_out = read_prompt_file(config.eval.file, "eval.file") if config.eval.file else None
-    plan = phases(config)
-    total = config.train.num_iterations * len(plan)
+    total = config.train.num_iterations
     run_dir = (
         resume if resume is not None else on_main_process_shared(lambda: claim_run_dir(Path(config.train.output_dir)))
     )
@@ -458,41 +439,29 @@ def train(config: Config, resume: Path | None = None) -> Path:
     start_trackers(acc, config, run_dir)
     started = time.perf_counter()
     before = evaluate_run(run, held_out, "before") if held_out and acc.is_main_process else None
-    base_t2i = snapshot(run.params) if len(plan) > 1 else None  # decoupled: the PEN phase sees the base model
-    trained_t2i = None  # decoupled, PEN phase: the first phase's T2I weights, set aside
     done = 0
     if checkpoint is not None:
-        done, aside = load_checkpoint(run, checkpoint)
-        if aside:  # the checkpoint holds the combined model: put its T2I weights aside again
-            trained_t2i = snapshot(run.params)
-            restore(run.params, base_t2i)
+        done = load_checkpoint(run, checkpoint)
         logger.info("resuming %s from %s (iteration %d of %d)", run_dir, checkpoint.name, done, total)
     history = history_up_to(run_dir, done) if acc.is_main_process else []
     try:
         with tqdm(
             total=total, initial=done, desc="parrot", unit="it", disable=not acc.is_main_process, dynamic_ncols=True
         ) as bar:
-            for p, phase in enumerate(plan):
-                for i in range(config.train.num_iterations):
-                    if p * config.train.num_iterations + i < done:
-                        continue  # finished before the resume
-                    if base_t2i is not None and not phase.t2i and trained_t2i is None:
-                        trained_t2i = snapshot(run.params)
-                        restore(run.params, base_t2i)
-                    bar.set_description(phase.name)
-                    result = train_iteration(run, phase.t2i, phase.pen)
-                    done += 1  # the weights now are those of this iteration
-                    history.append(result.stats)
-                    bar.update()
-                    bar.set_postfix(
-                        {
-                            "|P|": int(result.stats["selected"]),
-                            **{
-                                n: f"{result.stats.get(f'reward/{n}/mean', float('nan')):.3f}" for n in run.reward_names
-                            },
-                        }
-                    )
-                    record_iteration(run, result.stats, result.images, done, total, trained_t2i)
+            t = config.train
+            bar.set_description("parrot" if t.t2i and t.pen else ("T2I only" if t.t2i else "PEN only"))
+            while done < total:
+                result = train_iteration(run, t.t2i, t.pen)
+                done += 1  # the weights now are those of this iteration
+                history.append(result.stats)
+                bar.update()
+                bar.set_postfix(
+                    {
+                        "|P|": int(result.stats["selected"]),
+                        **{n: f"{result.stats.get(f'reward/{n}/mean', float('nan')):.3f}" for n in run.reward_names},
+                    }
+                )
+                record_iteration(run, result.stats, result.images, done, total)
     except KeyboardInterrupt:  # keep what was trained so far
         if done:
             logger.warning(
@@ -501,18 +470,16 @@ def train(config: Config, resume: Path | None = None) -> Path:
                 run_dir / "checkpoints",
                 run_dir,
             )
-            save_checkpoint(run, done, trained_t2i)
+            save_checkpoint(run, done)
         raise
     except RewardError as err:  # a reward failed: keep what was trained, then say where
         kept = (
-            f"iterations 1-{done} are saved in {save_checkpoint(run, done, trained_t2i)}; continue with `parrot "
+            f"iterations 1-{done} are saved in {save_checkpoint(run, done)}; continue with `parrot "
             f"train --resume {run_dir}`"
             if done
             else "nothing was trained yet"
         )
         raise RewardError(f"{err} (on iteration {done + 1}); {kept}") from err.__cause__
-    if trained_t2i is not None:
-        restore(run.params, trained_t2i)  # decoupled: combine the separately trained networks
     save_checkpoint(run, total)
     after = evaluate_run(run, held_out, "after") if before is not None else None
     acc.end_training()

@@ -10,7 +10,6 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from parrot_t2i import trainer
 from parrot_t2i.checkpoint import resumable_checkpoint
 from parrot_t2i.cli import main
 from parrot_t2i.config import load_config
@@ -81,36 +80,6 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     reference_metrics = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [1, 2, 3, 4, 5, 6]  # iterations after the checkpoint ran again, once
     assert [m["reward/brightness/mean"] for m in metrics] == [m["reward/brightness/mean"] for m in reference_metrics]
-
-
-def test_decoupled_ablation_resumes_in_its_second_phase(tmp_path, monkeypatch):
-    """Interrupted while the PEN trains against the base T2I model, with the first phase's T2I
-    weights set aside: the checkpoint holds the combined model and the resume puts them aside again."""
-    settings = [*SETTINGS, "train.num_iterations=3", "train.mode=decoupled"]
-    reference = train(load_config("tiny", [*settings, f"train.output_dir={tmp_path / 'reference'}"]))
-
-    calls = {"n": 0}
-    real_iteration = trainer.train_iteration
-
-    def interrupted_after_four(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real_iteration(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_iteration", interrupted_after_four)
-    config = load_config("tiny", [*settings, f"train.output_dir={tmp_path / 'cut'}"])
-    with pytest.raises(KeyboardInterrupt):
-        train(config)
-    monkeypatch.setattr(trainer, "train_iteration", real_iteration)
-    cut = tmp_path / "cut"
-    middle = load_file(cut / "checkpoints" / "iter_000004" / "unet_trainable.safetensors")
-    assert_bit_equal(
-        middle, load_file(cut / "checkpoints" / "iter_000003" / "unet_trainable.safetensors")
-    )  # phase 1's T2I, not the base
-
-    train(config, resume=cut)
-    assert_bit_equal(final_weights(cut), final_weights(reference))
 
 
 def test_resume_mistakes_are_one_line_errors(tmp_path, capsys):

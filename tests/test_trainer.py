@@ -1,4 +1,5 @@
 import json
+import shutil
 import sys
 import types
 
@@ -294,26 +295,64 @@ def test_without_a_pen_the_t2i_model_sees_the_user_prompt(tmp_path):
         tiny_config(tmp_path, "pen.pretrained=null")
 
 
-def test_decoupled_mode_combines_a_t2i_only_run_with_a_pen_trained_against_the_base_model(tmp_path):
-    from parrot_t2i.runs import open_run, run_expander, run_policy
+def test_the_decoupled_ablation_is_two_ordinary_runs_combined_at_load_time(tmp_path, capsys):
+    import yaml
+
+    from parrot_t2i.cli import main
+    from parrot_t2i.runs import open_combined, open_run, run_expander, run_policy
 
     common = ["train.num_iterations=2", "eval.file=null"]
-    decoupled = train(tiny_config(tmp_path, *common, "train.mode=decoupled", "train.output_dir=" + str(tmp_path / "d")))
-    metrics = [json.loads(line) for line in (decoupled / "metrics.jsonl").read_text().splitlines()]
-    assert [m["iteration"] for m in metrics] == [1, 2, 3, 4]
-    assert all("loss" in m and "pen/loss" not in m for m in metrics[:2]) and all(
-        "pen/loss" in m and "loss" not in m for m in metrics[2:]
+    t2i_run = train(tiny_config(tmp_path, *common, "train.pen=false", f"train.output_dir={tmp_path / 't'}"))
+    pen_run = train(tiny_config(tmp_path, *common, "train.t2i=false", f"train.output_dir={tmp_path / 'p'}"))
+    config, policy, expander = open_combined(t2i_run, pen_run)
+    t2i_weights = run_policy(*open_run(t2i_run)).unet.state_dict()
+    pen_weights = run_expander(*open_run(pen_run)).model.state_dict()
+    assert all(torch.equal(policy.unet.state_dict()[n], t2i_weights[n]) for n in t2i_weights)
+    assert all(torch.equal(expander.model.state_dict()[n], pen_weights[n]) for n in pen_weights)
+    assert not (open_run(t2i_run)[1] / "pen").exists()  # the T2I-only run trained no PEN: it comes from the other
+
+    other = tmp_path / "other"  # a PEN-only run against other rewards cannot be combined with it
+    shutil.copytree(pen_run, other)
+    data = yaml.safe_load((other / "config.yaml").read_text())
+    data["rewards"] = [{"name": "colorfulness"}]
+    (other / "config.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(
+        ConfigError, match="cannot combine the T2I model of .* with the PEN of .*: they differ in rewards"
+    ):
+        open_combined(t2i_run, other)
+
+    out = tmp_path / "report"
+    argv = ["evaluate", "--combine", str(t2i_run), str(pen_run), "--images-per-prompt", "1", "--out", str(out)]
+    assert main(argv) == 0 and "t + PEN of p" in capsys.readouterr().out
+    image = tmp_path / "g.png"
+    assert (
+        main(
+            [
+                "generate",
+                "a red circle",
+                "--run",
+                str(t2i_run),
+                "--pen-run",
+                str(pen_run),
+                "--n",
+                "1",
+                "--steps",
+                "2",
+                "--out",
+                str(image),
+            ]
+        )
+        == 0
+        and image.is_file()
     )
-    # Phase 1 is exactly a T2I-only run with the SFT PEN, so the combined T2I weights equal its weights.
-    t2i_only = train(tiny_config(tmp_path, *common, "train.pen=false", "train.output_dir=" + str(tmp_path / "t")))
-    config, checkpoint = open_run(decoupled)
-    combined = run_policy(config, checkpoint).unet.state_dict()
-    reference = run_policy(*open_run(t2i_only)).unet.state_dict()
-    assert all(torch.equal(combined[n], reference[n]) for n in reference)
-    assert not (open_run(t2i_only)[1] / "pen").exists() and (checkpoint / "pen").is_dir()
-    assert run_expander(config, checkpoint) is not None
-    with pytest.raises(ConfigError, match="decoupled trains the T2I model and the PEN separately"):
-        tiny_config(tmp_path, "train.mode=decoupled", "train.t2i=false")
+    assert main(["generate", "a red circle", "--pen-run", str(pen_run)]) == 2
+    assert "--pen-run goes with --run" in capsys.readouterr().err
+
+
+def test_train_mode_is_retired_with_a_pointer_to_its_replacement():
+    assert load_config(None, ["train.mode=joint"]).train.t2i  # what old run folders hold: dropped
+    with pytest.raises(ConfigError, match="train.mode is gone: .*--combine T2I_RUN PEN_RUN"):
+        load_config(None, ["train.mode=decoupled"])
 
 
 @pytest.mark.parametrize("trainable", ["cross_attention", "lora"])
