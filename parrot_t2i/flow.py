@@ -16,6 +16,10 @@ stochastic samplers share that marginal path and so can be trained by policy gra
 
 Both give Euler at a = 0. Log-probs use ``diffusion.transition_log_prob`` (mean over dimensions,
 the DDIM convention), so every objective and the KL work on either kind of model unchanged.
+
+``sample_flow_trajectory`` runs the chain on a flow transformer (SD3's ``SD3Transformer2DModel``:
+encoder hidden states plus ``pooled_projections``) with classifier-free guidance in one batched
+call; ``stochastic=False`` is the plain Euler sampler of ``StableDiffusion3Pipeline``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,11 @@ import math
 from typing import Literal
 
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
+
+from .diffusion import Conditioning, Trajectory, transition_log_prob
 
 FlowSampler = Literal["sde", "cps"]
 
@@ -80,3 +88,53 @@ def flow_step_mean_std(
     if kind == "cps":
         return flow_cps_step_mean_std(sample, velocity, sigma, sigma_next, noise_level)
     raise ValueError(f"unknown flow sampler {kind!r}: 'sde' or 'cps'")
+
+
+def flow_velocity(
+    transformer, sample: Tensor, timesteps: Tensor, cond: Conditioning, uncond: Conditioning, scale: float
+):
+    """The classifier-free-guided velocity v(∅) + w·(v(c) − v(∅)) from one batched transformer call;
+    ``uncond`` may be a batch of one. ``timesteps``: (B,) in the scheduler's units (σ · 1000)."""
+    n = len(sample)
+    both = Conditioning.cat([uncond.expand(n) if len(uncond) == 1 else uncond, cond])
+    velocity = transformer(
+        hidden_states=torch.cat([sample, sample]).to(transformer.dtype),
+        timestep=torch.cat([timesteps, timesteps]),
+        encoder_hidden_states=both.embeds,
+        **both.added,
+        return_dict=False,
+    )[0].float()
+    v_uncond, v_cond = velocity.chunk(2)
+    return v_uncond + scale * (v_cond - v_uncond)
+
+
+def sample_flow_trajectory(
+    transformer,
+    scheduler: FlowMatchEulerDiscreteScheduler,
+    cond: Conditioning,
+    uncond: Conditioning,
+    latents: Tensor,
+    guidance_scale: float,
+    generator: torch.Generator | None = None,
+    sampler: FlowSampler = "sde",
+    noise_level: float = 0.7,
+    stochastic: bool = True,
+) -> Trajectory:
+    """Run the chain from ``latents`` (pure noise at σ = 1) through ``scheduler``'s timesteps
+    (``set_timesteps`` called), recording every state and each step's log-prob. ``stochastic=False``:
+    Euler, as the pipelines sample (log-probs 0: a deterministic step has no density)."""
+    sigmas = scheduler.sigmas.to(latents.device, torch.float32)
+    sigma_max = float(sigmas[1])
+    x = latents.float()
+    states, log_probs = [x], []
+    for i, t in enumerate(scheduler.timesteps.to(latents.device)):
+        v = flow_velocity(transformer, x, t.expand(len(x)), cond, uncond, guidance_scale)
+        if stochastic:
+            mean, std = flow_step_mean_std(sampler, x, v, sigmas[i], sigmas[i + 1], noise_level, sigma_max)
+            x = mean + std * randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            log_probs.append(transition_log_prob(x, mean, std))
+        else:
+            x = x + (sigmas[i + 1] - sigmas[i]) * v
+            log_probs.append(torch.zeros(len(x), device=x.device))
+        states.append(x)
+    return Trajectory(torch.stack(states, 1), scheduler.timesteps, torch.stack(log_probs, 1))

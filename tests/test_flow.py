@@ -65,3 +65,73 @@ def test_sde_noise_at_sigma_one_uses_the_largest_sigma_below_one():
     assert std.item() == pytest.approx(0.7 * math.sqrt(1 / 0.05) * math.sqrt(0.1))
     with pytest.raises(ValueError, match="unknown flow sampler 'ode'"):
         flow_step_mean_std("ode", x, v, 1.0, 0.9, 0.7, 0.95)
+
+
+@pytest.fixture(scope="module")
+def tiny_sd3(tmp_path_factory):
+    from diffusers import StableDiffusion3Pipeline
+    from tiny_models import build_tiny_sd3
+
+    folder = build_tiny_sd3(tmp_path_factory.mktemp("tiny-sd3"))
+    return StableDiffusion3Pipeline.from_pretrained(folder, text_encoder_3=None, tokenizer_3=None)  # SD3 without T5
+
+
+def sd3_conditioning(pipe, prompts):
+    from parrot_t2i.diffusion import Conditioning
+
+    embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+        prompts, prompts, None, do_classifier_free_guidance=True
+    )
+    return (
+        Conditioning(embeds, {"pooled_projections": pooled}),
+        Conditioning(negative, {"pooled_projections": negative_pooled}),
+        (embeds, negative, pooled, negative_pooled),
+    )
+
+
+def test_a_deterministic_chain_is_the_sd3_pipelines_own_sample(tiny_sd3):
+    from parrot_t2i.flow import sample_flow_trajectory
+
+    prompts = ["a red circle", "a blue square"]
+    cond, uncond, (embeds, negative, pooled, negative_pooled) = sd3_conditioning(tiny_sd3, prompts)
+    latents = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(3))
+    expected = tiny_sd3(
+        prompt_embeds=embeds,
+        negative_prompt_embeds=negative,
+        pooled_prompt_embeds=pooled,
+        negative_pooled_prompt_embeds=negative_pooled,
+        latents=latents,
+        num_inference_steps=4,
+        guidance_scale=5.0,
+        output_type="latent",
+    ).images
+    tiny_sd3.scheduler.set_timesteps(4)
+    with torch.no_grad():
+        ours = sample_flow_trajectory(
+            tiny_sd3.transformer, tiny_sd3.scheduler, cond, uncond, latents, 5.0, stochastic=False
+        )
+    torch.testing.assert_close(ours.latents[:, -1], expected, atol=1e-5, rtol=0)
+    assert ours.latents.shape == (2, 5, 4, 32, 32) and (ours.log_probs == 0).all()
+
+
+@pytest.mark.parametrize("kind", ["sde", "cps"])
+def test_recomputed_log_probs_match_sampling(tiny_sd3, kind):
+    from parrot_t2i.flow import flow_velocity, sample_flow_trajectory
+
+    cond, uncond, _ = sd3_conditioning(tiny_sd3, ["a red circle", "a green cross"])
+    scheduler = tiny_sd3.scheduler
+    scheduler.set_timesteps(4)
+    latents = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        trajectory = sample_flow_trajectory(
+            tiny_sd3.transformer, scheduler, cond, uncond, latents, 4.5, torch.Generator().manual_seed(5), kind
+        )
+        sigmas = scheduler.sigmas
+        for i, t in enumerate(scheduler.timesteps):
+            x, prev = trajectory.latents[:, i], trajectory.latents[:, i + 1]
+            v = flow_velocity(tiny_sd3.transformer, x, t.expand(2), cond, uncond, 4.5)
+            mean, std = flow_step_mean_std(kind, x, v, sigmas[i], sigmas[i + 1], 0.7, float(sigmas[1]))
+            torch.testing.assert_close(
+                transition_log_prob(prev, mean, std), trajectory.log_probs[:, i], atol=1e-5, rtol=0
+            )
+    assert trajectory.log_probs.shape == (2, 4) and torch.isfinite(trajectory.log_probs).all()

@@ -214,3 +214,65 @@ def build_tiny_blip(root: str | Path, *, seed: int = 0):
     )
     config = BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=16)
     return BlipForImageTextRetrieval(config).eval(), ScoreHead(32).eval(), tokenizer
+
+
+@keeps_global_rng
+def build_tiny_sd3(path: str | Path, *, seed: int = 0, hidden_size: int = 32) -> Path:
+    """A tiny random ``StableDiffusion3Pipeline`` folder at diffusers' own test sizes: an
+    ``SD3Transformer2DModel`` (one joint block, patch 1, latents 4×32×32), two CLIP text encoders with
+    projections and no T5 (SD3 runs without it: zeros in its place), a VAE and the flow-matching
+    Euler scheduler."""
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    tokenizers = tiny_tokenizer(), tiny_tokenizer()
+    encoders = []
+    for tokenizer in tokenizers:
+        config = small_text_encoder(tokenizer, hidden_size).config
+        config.projection_dim = hidden_size
+        encoders.append(CLIPTextModelWithProjection(config))
+    transformer = SD3Transformer2DModel(
+        sample_size=32,
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=2 * hidden_size,  # the two CLIPs' hidden states, concatenated (no T5)
+        pooled_projection_dim=2 * hidden_size,  # and their pooled projections
+        out_channels=4,
+    )
+    vae = AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae,
+        text_encoder=encoders[0],
+        tokenizer=tokenizers[0],
+        text_encoder_2=encoders[1],
+        tokenizer_2=tokenizers[1],
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
+    path = Path(path)
+    pipe.save_pretrained(path)
+    return path
