@@ -94,26 +94,19 @@ def worker_sampler(args, which: str) -> dict:
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from parrot_t2i.diffusion import sample_trajectory
+    from parrot_t2i.diffusion import CFG
     from parrot_t2i.t2i import T2IPolicy
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     prompts = _prompts(args.images)
     if which == "ours":
         policy = T2IPolicy.from_pretrained(args.model).to(device)
-        policy.scheduler.set_timesteps(args.steps, device=device)
+        policy.set_sampler(args.steps, args.eta)
         cond, uncond = policy.encode(prompts), policy.encode_negative().expand(len(prompts))
 
         def run(seed=0):
-            trajectory = sample_trajectory(
-                policy.unet,
-                policy.scheduler,
-                cond,
-                uncond,
-                policy.latent_shape(),
-                args.guidance,
-                args.eta,
-                torch.Generator(device).manual_seed(seed),
+            trajectory = policy.sample(
+                cond, uncond, CFG(args.guidance), generator=torch.Generator(device).manual_seed(seed)
             )
             with torch.no_grad():
                 return policy.decode(trajectory.latents[:, -1])

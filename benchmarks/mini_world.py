@@ -32,6 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from parrot_t2i.config import load_config
+from parrot_t2i.diffusion import CFG
 from parrot_t2i.evaluate import generate, score
 from parrot_t2i.identifiers import identifier_strings
 from parrot_t2i.mini import weights_path
@@ -68,9 +69,9 @@ def prompt_following(
     images = generate(
         policy,
         [f"{prefix} {p}".strip() for p in originals],
+        CFG(sample.guidance_scale),
         seed=0,
         num_inference_steps=sample.num_inference_steps,
-        guidance_scale=sample.guidance_scale,
     )
     hits = checker.prompt_hits(images, originals, tuple(TARGETS))
     return {name: sum(v) / len(v) for name, v in hits.items()}, images, originals

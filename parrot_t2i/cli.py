@@ -122,7 +122,7 @@ def _generate(args: argparse.Namespace) -> None:
         guidance_rescale=inference.guidance_rescale if args.guidance_rescale is None else args.guidance_rescale,
         guidance_scale=args.guidance_scale or inference.guidance_scale,
         num_inference_steps=args.steps or inference.num_inference_steps,
-        eta=args.eta,
+        noise_level=args.eta,
         seed=args.seed,
     )
     rewards = build_rewards(reward_specs)  # before sampling: a typo fails fast

@@ -220,6 +220,47 @@ def original_guided_noise(
     return rescale_noise_cfg(guided, eq5_positive(eps_orig, eps_expanded, w1, w2), rescale) if rescale > 0 else guided
 
 
+@dataclass(frozen=True)
+class CFG:
+    """Classifier-free guidance on one conditioning: ε(∅) + scale·(ε(c) − ε(∅)), optionally rescaled."""
+
+    scale: float
+    rescale: float = 0.0
+
+
+@dataclass(frozen=True)
+class Eq5:
+    """The paper's original-prompt-centred guidance (Eq. 5): ε(∅) + w1·(ε(c) − ε(∅)) + w2·(ε(ĉ) − ε(∅)),
+    with c the original prompt and ĉ the conditioning sampled on; optionally rescaled."""
+
+    w1: float
+    w2: float
+    rescale: float = 0.0
+
+
+Guidance = CFG | Eq5
+
+
+def guided(
+    unet,
+    sample: Tensor,
+    timesteps: Tensor,
+    cond: Conditioning,
+    uncond: Conditioning,
+    guidance: Guidance,
+    original: Conditioning | None = None,
+) -> Tensor:
+    """The guided ε of ``guidance`` from one batched UNet call (two branches for CFG, three for Eq. 5,
+    which needs ``original``, the original prompts' conditioning)."""
+    if isinstance(guidance, Eq5):
+        if original is None:
+            raise ValueError("Eq. 5 guidance needs the original prompts' conditioning")
+        return original_guided_noise(
+            unet, sample, timesteps, original, cond, uncond, guidance.w1, guidance.w2, guidance.rescale
+        )
+    return guided_noise(unet, sample, timesteps, cond, uncond, guidance.scale, guidance.rescale)
+
+
 def _unet(unet, sample: Tensor, timesteps: Tensor, cond: Conditioning) -> Tensor:
     extra = {"added_cond_kwargs": cond.added} if cond.added else {}
     sample = sample.to(cond.embeds.dtype)
@@ -231,34 +272,6 @@ def _unet(unet, sample: Tensor, timesteps: Tensor, cond: Conditioning) -> Tensor
 def _channels_last(unet) -> bool:
     weight = getattr(getattr(unet, "conv_in", None), "weight", None)
     return weight is not None and not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last)
-
-
-@torch.no_grad()
-def sample_trajectory(
-    unet,
-    scheduler: DDIMScheduler,
-    cond: Conditioning,
-    uncond: Conditioning,
-    latent_shape: tuple[int, ...],
-    guidance_scale: float,
-    eta: float,
-    generator: torch.Generator | None = None,
-) -> Trajectory:
-    """Run the stochastic DDIM chain for a batch, recording x_T..x_0 and every step's log-prob.
-
-    ``scheduler.set_timesteps`` must have been called. latent_shape is (C, H, W).
-    """
-    device = cond.embeds.device
-    x = randn_tensor((len(cond), *latent_shape), generator=generator, device=device, dtype=torch.float32)
-    x = x * scheduler.init_noise_sigma
-    latents, log_probs = [x], []
-    timesteps = scheduler.timesteps.to(device)
-    for t in timesteps:
-        eps = guided_noise(unet, scheduler.scale_model_input(x, t), t.reshape(1), cond, uncond, guidance_scale)
-        x, log_prob = ddim_step_log_prob(scheduler, eps, t, x, eta, generator=generator)
-        latents.append(x)
-        log_probs.append(log_prob)
-    return Trajectory(torch.stack(latents, 1), timesteps, torch.stack(log_probs, 1))
 
 
 def step_mean_std(

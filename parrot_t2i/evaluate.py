@@ -5,8 +5,8 @@ identifiers are prefixed (ĉ' = "<reward 1> … <reward K> ĉ"), and the sampler
 original-prompt-centred guidance (Eq. 5), which keeps c itself in the denoiser's conditioning.
 Each step can be switched off, which gives the paper's ablations.
 
-Evaluation samples with deterministic DDIM (η = 0) from a fixed seed, so that "before" and
-"after" start from the same noise and differ only by the weights.
+Evaluation samples with the policy's deterministic sampler (DDIM η = 0) from a fixed seed, so that
+"before" and "after" start from the same noise and differ only by the weights.
 """
 
 from __future__ import annotations
@@ -14,17 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers import DDIMScheduler
-from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .config import Config
-from .diffusion import guided_noise, original_guided_noise
+from .diffusion import CFG, Eq5, Guidance
 from .identifiers import choose_identifiers, identifier_strings, with_identifiers
 from .pen import PromptExpander
+from .policy import Policy
 from .rewards import Reward, score_all
-from .t2i import T2IPolicy
 
 
 @dataclass
@@ -40,11 +38,18 @@ class Inference:
     guidance_rescale: float  # φ of guidance rescale (Lin et al. 2024); 0: off
     guidance_scale: float
     num_inference_steps: int
-    eta: float  # 0: deterministic DDIM
+    noise_level: float  # the sampler's noise (DDIM η); 0: deterministic
     seed: int
     temperature: float  # PEN sampling
     top_p: float
     max_new_tokens: int
+
+    @property
+    def guidance(self) -> Guidance:
+        """The guidance these settings describe: Eq. 5 around the original prompt, or CFG on ĉ'."""
+        if self.original_guidance:
+            return Eq5(self.w1, self.w2, self.guidance_rescale)
+        return CFG(self.guidance_scale, self.guidance_rescale)
 
 
 def inference_from_config(
@@ -67,7 +72,7 @@ def inference_from_config(
         guidance_rescale=ev.guidance_rescale,
         guidance_scale=config.sample.guidance_scale,
         num_inference_steps=config.sample.num_inference_steps,
-        eta=0.0,
+        noise_level=0.0,
         seed=ev.seed,
         temperature=pen.temperature,
         top_p=pen.top_p,
@@ -75,7 +80,7 @@ def inference_from_config(
     )
 
 
-def conditioned_prompts(policy: T2IPolicy, prompts: list[str], inference: Inference) -> tuple[list[str], list[str]]:
+def conditioned_prompts(policy: Policy, prompts: list[str], inference: Inference) -> tuple[list[str], list[str]]:
     """(expansions ĉ, texts ĉ' = identifiers + ĉ the T2I model is conditioned on), one per prompt.
 
     Expansions are sampled with the inference seed and shortened so that ĉ' never exceeds the
@@ -97,57 +102,47 @@ def conditioned_prompts(policy: T2IPolicy, prompts: list[str], inference: Infere
 
 @torch.no_grad()
 def generate(
-    policy: T2IPolicy,
+    policy: Policy,
     prompts: list[str],
+    guidance: Guidance,
     *,
     seed: int,
     num_inference_steps: int,
-    guidance_scale: float | None = None,
     originals: list[str] | None = None,
-    w1: float | None = None,
-    w2: float | None = None,
-    guidance_rescale: float = 0.0,
-    eta: float = 0.0,
+    noise_level: float = 0.0,
     batch_size: int = 64,
     desc: str | None = None,
 ) -> Tensor:
-    """Images (B, 3, H, W) in [0, 1], one per prompt (repeat a prompt for several).
+    """Images (B, 3, H, W) in [0, 1], one per prompt (repeat a prompt for several), all from one
+    seeded noise stream: deterministic DDIM unless ``noise_level`` > 0.
 
-    Plain classifier-free guidance on ``prompts`` with ``guidance_scale``; or, given
-    ``originals`` (the user prompts c, one per row), original-prompt-centred guidance (Eq. 5)
-    with ``prompts`` as ĉ and weights w1, w2. ``guidance_rescale`` > 0 rescales either. With
-    ``desc``, a progress bar counts the UNet calls.
+    ``guidance``: CFG on ``prompts``, or Eq. 5 with ``prompts`` as ĉ and ``originals`` (the user
+    prompts c, one per row). With ``desc``, a progress bar counts the denoising steps.
     """
-    if (guidance_scale is None) if originals is None else (w1 is None or w2 is None):
-        raise ValueError("generate needs guidance_scale (CFG), or originals with w1 and w2 (Eq. 5)")
-    device = policy.unet.device
-    scheduler = DDIMScheduler.from_config(policy.scheduler.config)  # a copy: training keeps its own timesteps
-    scheduler.set_timesteps(num_inference_steps, device=device)
-    generator = torch.Generator(device).manual_seed(seed)
+    if isinstance(guidance, Eq5) and originals is None:
+        raise ValueError("Eq. 5 guidance needs the original prompts (originals=...)")
+    generator = torch.Generator(policy.device).manual_seed(seed)
     uncond = policy.encode_negative()
     images = []
     chunks = range(0, len(prompts), batch_size)
     with tqdm(
-        total=len(chunks) * len(scheduler.timesteps), desc=desc, unit="step", disable=desc is None, leave=False
+        total=len(chunks) * num_inference_steps, desc=desc, unit="step", disable=desc is None, leave=False
     ) as bar:
         for start in chunks:
             cond = policy.encode(prompts[start : start + batch_size])
-            orig = policy.encode(originals[start : start + batch_size]) if originals is not None else None
-            x = (
-                randn_tensor((len(cond), *policy.latent_shape()), generator=generator, device=device)
-                * scheduler.init_noise_sigma
+            original = policy.encode(originals[start : start + batch_size]) if isinstance(guidance, Eq5) else None
+            trajectory = policy.sample(
+                cond,
+                uncond.expand(len(cond)),
+                guidance,
+                generator=generator,
+                stochastic=noise_level > 0,
+                noise_level=noise_level,
+                num_inference_steps=num_inference_steps,
+                original=original,
+                on_step=bar.update,
             )
-            for t in scheduler.timesteps:
-                x_in, empty = scheduler.scale_model_input(x, t), uncond.expand(len(cond))
-                if orig is None:
-                    eps = guided_noise(policy.unet, x_in, t.reshape(1), cond, empty, guidance_scale, guidance_rescale)
-                else:
-                    eps = original_guided_noise(
-                        policy.unet, x_in, t.reshape(1), orig, cond, empty, w1, w2, guidance_rescale
-                    )
-                x = scheduler.step(eps, t, x, eta=eta, generator=generator).prev_sample
-                bar.update()
-            images.append(policy.decode(x))
+            images.append(policy.decode(trajectory.latents[:, -1]))
     return torch.cat(images)
 
 
@@ -158,21 +153,18 @@ def score(rewards: list[Reward], images: Tensor, prompts: list[str]) -> Tensor:
 
 
 def infer(
-    policy: T2IPolicy, prompts: list[str], inference: Inference, *, batch_size: int = 64, desc: str | None = None
+    policy: Policy, prompts: list[str], inference: Inference, *, batch_size: int = 64, desc: str | None = None
 ) -> tuple[Tensor, list[str]]:
     """Parrot inference for each prompt: (images (B, 3, H, W), expansions ĉ)."""
     expansions, conditioned = conditioned_prompts(policy, prompts, inference)
     images = generate(
         policy,
         conditioned,
-        originals=prompts if inference.original_guidance else None,
+        inference.guidance,
+        originals=prompts,
         seed=inference.seed,
         num_inference_steps=inference.num_inference_steps,
-        guidance_scale=inference.guidance_scale,
-        w1=inference.w1,
-        w2=inference.w2,
-        guidance_rescale=inference.guidance_rescale,
-        eta=inference.eta,
+        noise_level=inference.noise_level,
         batch_size=batch_size,
         desc=desc,
     )
@@ -194,7 +186,7 @@ class Evaluation:
 
 
 def evaluate(
-    policy: T2IPolicy,
+    policy: Policy,
     rewards: list[Reward],
     reward_names: list[str],
     prompts: list[str],

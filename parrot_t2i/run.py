@@ -25,6 +25,7 @@ from .diffusion import Conditioning
 from .identifiers import identifier_strings
 from .objectives import Objective
 from .pen import PromptExpander
+from .policy import Policy
 from .prompts import read_prompt_file
 from .rewards import Reward, build_rewards
 from .t2i import T2IPolicy
@@ -73,7 +74,7 @@ class Run:
 
     config: Config
     accelerator: Accelerator
-    policy: T2IPolicy
+    policy: Policy  # the T2I model (t2i.T2IPolicy: UNet + DDIM)
     params: list[torch.nn.Parameter]  # the T2I parameters RL trains (empty when train.t2i is false)
     reference_params: list[torch.nn.Parameter]  # what the KL reference swaps back: all of params, or the non-LoRA ones
     reference: list[Tensor] | None  # train.kl_coef > 0: those parameters' values before RL
@@ -111,11 +112,8 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
         policy = T2IPolicy.from_pretrained(config.model.pretrained)
         expander = PromptExpander.from_pretrained(pen.pretrained, pen.template) if pen.pretrained else None
     policy.to(accelerator.device)
-    policy.scheduler.set_timesteps(config.sample.num_inference_steps, device=accelerator.device)
-    if config.model.gradient_checkpointing:
-        policy.unet.enable_gradient_checkpointing()
-    if config.model.vae_slicing and policy.vae is not None:
-        policy.vae.enable_slicing()
+    policy.set_sampler(config.sample.num_inference_steps, config.sample.eta)
+    policy.enable_memory_savings(config.model.gradient_checkpointing, config.model.vae_slicing)
     if config.model.channels_last:
         policy.use_channels_last()
     if expander is not None:

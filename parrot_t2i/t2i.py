@@ -14,6 +14,8 @@ zeros when the pipeline says so (``force_zeros_for_empty_prompt``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +26,13 @@ from diffusers import (
     DiffusionPipeline,
     UNet2DConditionModel,
 )
+from diffusers.utils.torch_utils import randn_tensor
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
 
 from .builtin import resolve
-from .diffusion import Conditioning
+from .diffusion import CFG, Conditioning, Guidance, Trajectory, ddim_step_log_prob, guided, step_mean_std
 from .errors import ParrotError, missing_weights_error
 from .learned_identifiers import LearnedIdentifiers
 
@@ -50,6 +53,7 @@ class T2IPolicy:
     tokenizer_2: AutoTokenizer | None = None
     zero_negative: bool = False  # SDXL's force_zeros_for_empty_prompt
     identifiers: LearnedIdentifiers | None = None  # learnt identifier embeddings (model.train_identifiers)
+    noise_level: float = 1.0  # the stochastic sampler's DDIM η (sample.eta), set by set_sampler
 
     @property
     def is_sdxl(self) -> bool:
@@ -118,6 +122,89 @@ class T2IPolicy:
             if module is not None:
                 module.to(memory_format=torch.channels_last)
         return self
+
+    # ------------------------------------------------------------------ the Policy interface
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def set_sampler(self, num_inference_steps: int, noise_level: float) -> None:
+        """The training sampler: ``num_inference_steps`` DDIM steps with η = ``noise_level``."""
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        self.noise_level = noise_level
+
+    @torch.no_grad()
+    def sample(
+        self,
+        cond: Conditioning,
+        uncond: Conditioning,
+        guidance: Guidance,
+        *,
+        generator: torch.Generator | None = None,
+        stochastic: bool = True,
+        num_inference_steps: int | None = None,
+        noise_level: float | None = None,
+        original: Conditioning | None = None,
+        on_step: Callable[[], None] | None = None,
+    ) -> Trajectory:
+        """Run the DDIM chain for a batch from fresh noise, recording x_T … x_0 and every step's
+        log-prob: the stochastic policy (η = ``noise_level``, by default the training sampler's),
+        or with ``stochastic=False`` deterministic DDIM through the scheduler's own ``step``
+        (log-probs 0). ``num_inference_steps`` samples on a copy of the scheduler (the training
+        sampler's timesteps stay); ``original`` is Eq. 5's original-prompt conditioning."""
+        scheduler = self.scheduler
+        if num_inference_steps is not None:
+            scheduler = DDIMScheduler.from_config(self.scheduler.config)
+            scheduler.set_timesteps(num_inference_steps, device=self.device)
+        eta = self.noise_level if noise_level is None else noise_level
+        device = cond.embeds.device
+        x = randn_tensor((len(cond), *self.latent_shape()), generator=generator, device=device, dtype=torch.float32)
+        x = x * scheduler.init_noise_sigma
+        latents, log_probs = [x], []
+        timesteps = scheduler.timesteps.to(device)
+        for t in timesteps:
+            eps = guided(self.unet, scheduler.scale_model_input(x, t), t.reshape(1), cond, uncond, guidance, original)
+            if stochastic:
+                x, log_prob = ddim_step_log_prob(scheduler, eps, t, x, eta, generator=generator)
+            else:
+                x, log_prob = scheduler.step(eps, t, x, eta=0.0).prev_sample, torch.zeros(len(x), device=device)
+            latents.append(x)
+            log_probs.append(log_prob)
+            if on_step is not None:
+                on_step()
+        return Trajectory(torch.stack(latents, 1), timesteps, torch.stack(log_probs, 1))
+
+    def step_mean_std(
+        self, sample: Tensor, timesteps: Tensor, cond: Conditioning, uncond: Conditioning, guidance: CFG
+    ) -> tuple[Tensor, Tensor]:
+        """The training sampler's transition p_θ(· | sample) at per-sample ``timesteps``, with
+        gradients: (mean, std). With unchanged weights it reproduces ``sample``'s log-probs."""
+        return step_mean_std(
+            self.unet, self.scheduler, sample, timesteps, cond, uncond, guidance.scale, self.noise_level
+        )
+
+    def train(self, mode: bool = True) -> T2IPolicy:
+        """Training (dropout on) or evaluation mode of the trained network."""
+        self.unet.train(mode)
+        return self
+
+    @contextmanager
+    def adapters_disabled(self) -> Iterator[None]:
+        """The model without its LoRA adapters (the pre-RL reference of a LoRA run)."""
+        self.unet.disable_adapters()
+        try:
+            yield
+        finally:
+            self.unet.enable_adapters()
+
+    def enable_memory_savings(self, gradient_checkpointing: bool, vae_slicing: bool) -> None:
+        """Trade compute for memory: recompute the UNet's activations in the backward pass, and
+        decode the VAE one image at a time."""
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        if vae_slicing and self.vae is not None:
+            self.vae.enable_slicing()
 
     # ------------------------------------------------------------------ text and pixels
 

@@ -21,11 +21,10 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint, resumable_checkpoint, save_checkpoint
 from .config import Config, save_config
 from .diffusion import (
+    CFG,
     Conditioning,
     Trajectory,
     gaussian_kl_same_std,
-    sample_trajectory,
-    step_mean_std,
     transition_log_prob,
 )
 from .distributed import gather_rows, process_rows, sum_gradients
@@ -243,19 +242,11 @@ def expand_batch(run: Run, originals: list[str], groups: Tensor, reward_index: T
 def sample_batch(run: Run, cond: Conditioning) -> tuple[Trajectory, Tensor]:
     """Sample in chunks of ``sample.batch_size`` and concatenate (B, T+1, ...) trajectories."""
     cfg = run.config.sample
-    shape = run.policy.latent_shape()
     parts, images = [], []
     with run.accelerator.autocast():
         for idx in torch.arange(len(cond)).split(cfg.batch_size):
-            part = sample_trajectory(
-                run.policy.unet,
-                run.policy.scheduler,
-                cond[idx],
-                run.uncond.expand(len(idx)),
-                shape,
-                cfg.guidance_scale,
-                cfg.eta,
-                run.noise_generator,
+            part = run.policy.sample(
+                cond[idx], run.uncond.expand(len(idx)), CFG(cfg.guidance_scale), generator=run.noise_generator
             )
             parts.append(part)
             images.append(run.policy.decode(part.latents[:, -1]))
@@ -290,8 +281,7 @@ def update_t2i(
     scale = num_steps / steps_trained
     kl_coef = cfg.train.kl_coef
     total_loss, total_kl, grad_norm = 0.0, 0.0, 0.0
-    unet = run.policy.unet
-    unet.train()
+    run.policy.train()
     for _ in range(cfg.train.num_inner_epochs):
         if steps_trained < num_steps:  # a random subset of steps per sample (one permutation per row)
             gen = run.noise_generator
@@ -324,7 +314,7 @@ def update_t2i(
         grad_norm = float(acc.clip_grad_norm_(run.params, cfg.train.max_grad_norm))
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
-    unet.eval()
+    run.policy.train(False)
     epochs = cfg.train.num_inner_epochs
     totals = acc.reduce(torch.tensor([total_loss, total_kl], device=acc.device), "sum")  # the global batch's
     stats = {"loss": float(totals[0]) / epochs, "grad_norm": grad_norm}
@@ -341,16 +331,12 @@ def _transition(
         chunk_cond = run.policy.encode([texts[i] for i in idx.tolist()], grad=torch.is_grad_enabled())
     else:
         chunk_cond = cond[idx]
-    s = run.config.sample
-    return step_mean_std(
-        run.policy.unet,
-        run.policy.scheduler,
+    return run.policy.step_mean_std(
         trajectory.latents[idx, step],
         trajectory.timesteps[step],
         chunk_cond,
         run.uncond.expand(len(idx)),
-        s.guidance_scale,
-        s.eta,
+        CFG(run.config.sample.guidance_scale),
     )
 
 
@@ -362,11 +348,8 @@ def reference_weights(run: Run) -> Iterator[None]:
         if run.config.model.trainable != "lora":
             yield
             return
-        run.policy.unet.disable_adapters()
-        try:
+        with run.policy.adapters_disabled():
             yield
-        finally:
-            run.policy.unet.enable_adapters()
 
 
 def update_pen(run: Run, samples: Expansions, weights: Tensor) -> dict[str, float]:

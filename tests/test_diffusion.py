@@ -3,6 +3,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from parrot_t2i.diffusion import (
+    CFG,
     Conditioning,
     classifier_free_guidance,
     ddim_step_log_prob,
@@ -11,8 +12,8 @@ from parrot_t2i.diffusion import (
     guided_noise,
     original_guided_noise,
     original_prompt_guidance,
-    sample_trajectory,
     step_log_prob,
+    transition_log_prob,
 )
 from parrot_t2i.t2i import T2IPolicy
 
@@ -137,12 +138,10 @@ def test_original_guided_noise_batches_three_branches_in_one_call(tiny_pixel_mod
 @pytest.mark.parametrize("model", ["tiny_pixel_model", "tiny_sd_model", "tiny_sdxl_model"])
 def test_recomputed_log_probs_reproduce_sampling(model, request):
     policy = T2IPolicy.from_pretrained(str(request.getfixturevalue(model)))
-    policy.scheduler.set_timesteps(6)
+    policy.set_sampler(6, 1.0)
     cond = policy.encode(["a red circle", "a blue square", "<reward 2> a cat"])
     uncond = policy.encode_negative().expand(3)  # SDXL: zeros and added conditioning ride along
-    traj = sample_trajectory(
-        policy.unet, policy.scheduler, cond, uncond, policy.latent_shape(), 5.0, 1.0, torch.Generator().manual_seed(0)
-    )
+    traj = policy.sample(cond, uncond, CFG(5.0), generator=torch.Generator().manual_seed(0))
     assert traj.latents.shape == (3, 7, *policy.latent_shape())
     assert traj.log_probs.shape == (3, 6)
     # Every step recomputed with per-sample timesteps in one shuffled batch, as training does.
@@ -160,12 +159,9 @@ def test_recomputed_log_probs_reproduce_sampling(model, request):
         1.0,
     )
     assert (recomputed - traj.log_probs[rows, steps]).abs().max() <= 1e-5
-    for j in range(6):
-        t = traj.timesteps[j].expand(3)
-        again = step_log_prob(
-            policy.unet, policy.scheduler, traj.latents[:, j], traj.latents[:, j + 1], t, cond, uncond, 5.0, 1.0
-        )
-        assert (again - traj.log_probs[:, j]).abs().max() <= 1e-5
+    for j in range(6):  # and through the Policy interface, step by step
+        mean, std = policy.step_mean_std(traj.latents[:, j], traj.timesteps[j].expand(3), cond, uncond, CFG(5.0))
+        assert (transition_log_prob(traj.latents[:, j + 1], mean, std) - traj.log_probs[:, j]).abs().max() <= 1e-5
     images = policy.decode(traj.latents[:, -1])
     assert images.shape == (3, 3, policy.resolution, policy.resolution)
     assert 0 <= images.min() and images.max() <= 1
@@ -199,18 +195,9 @@ def test_channels_last_gives_the_same_trajectory_and_gradients(model, request):
         policy.unet.conv_in.register_forward_hook(
             lambda module, args, out, seen=seen: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
         )
-        policy.scheduler.set_timesteps(4)
+        policy.set_sampler(4, 1.0)
         cond, uncond = policy.encode(["a red circle", "a cat"]), policy.encode_negative().expand(2)
-        traj = sample_trajectory(
-            policy.unet,
-            policy.scheduler,
-            cond,
-            uncond,
-            policy.latent_shape(),
-            5.0,
-            1.0,
-            torch.Generator().manual_seed(0),
-        )
+        traj = policy.sample(cond, uncond, CFG(5.0), generator=torch.Generator().manual_seed(0))
         policy.set_trainable("full")
         t = traj.timesteps[1].expand(2)
         step_log_prob(

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from parrot_t2i.config import ConfigError, EvalConfig, load_config
-from parrot_t2i.diffusion import eq5_positive, original_prompt_guidance
+from parrot_t2i.diffusion import CFG, Eq5, eq5_positive, original_prompt_guidance
 from parrot_t2i.errors import ParrotError
 from parrot_t2i.evaluate import (
     Inference,
@@ -69,18 +69,18 @@ def mini_policy():
 def test_original_prompt_guidance_in_the_sampler_reduces_to_cfg(mini_policy):
     prompts = ["a red circle on a white background", "a blue square"]
     common = dict(seed=5, num_inference_steps=4)
-    cfg5 = generate(mini_policy, prompts, guidance_scale=5.0, **common)
+    cfg5 = generate(mini_policy, prompts, CFG(5.0), **common)
     # ĉ = c with w1 + w2 = w is plain CFG with w (three batched branches vs two).
     torch.testing.assert_close(
-        generate(mini_policy, prompts, originals=prompts, w1=3.0, w2=2.0, **common), cfg5, atol=1e-4, rtol=0
+        generate(mini_policy, prompts, Eq5(3.0, 2.0), originals=prompts, **common), cfg5, atol=1e-4, rtol=0
     )
     # w2 = 0 ignores the expansion: plain CFG on the original prompt with w1.
     other = ["a yellow cross on a black background", "a green triangle"]
     torch.testing.assert_close(
-        generate(mini_policy, other, originals=prompts, w1=5.0, w2=0.0, **common), cfg5, atol=1e-4, rtol=0
+        generate(mini_policy, other, Eq5(5.0, 0.0), originals=prompts, **common), cfg5, atol=1e-4, rtol=0
     )
     # With weight on the expansion, the expansion changes the images.
-    assert (generate(mini_policy, other, originals=prompts, w1=5.0, w2=5.0, **common) - cfg5).abs().max() > 0.05
+    assert (generate(mini_policy, other, Eq5(5.0, 5.0), originals=prompts, **common) - cfg5).abs().max() > 0.05
 
 
 def test_expansions_are_shortened_to_fit_the_t2i_text_encoder(mini_policy):
@@ -141,14 +141,14 @@ def test_guidance_rescale_matches_the_positive_branch_std(mini_policy):
     # In the sampler: with ĉ = c, rescaled Eq. 5 is rescaled CFG; φ changes the images.
     prompts = ["a red circle on a white background"]
     common = dict(seed=5, num_inference_steps=4)
-    cfg = generate(mini_policy, prompts, guidance_scale=5.0, guidance_rescale=0.7, **common)
+    cfg = generate(mini_policy, prompts, CFG(5.0, rescale=0.7), **common)
     torch.testing.assert_close(
-        generate(mini_policy, prompts, originals=prompts, w1=3.0, w2=2.0, guidance_rescale=0.7, **common),
+        generate(mini_policy, prompts, Eq5(3.0, 2.0, rescale=0.7), originals=prompts, **common),
         cfg,
         atol=1e-4,
         rtol=0,
     )
-    assert (cfg - generate(mini_policy, prompts, guidance_scale=5.0, **common)).abs().max() > 0.01
+    assert (cfg - generate(mini_policy, prompts, CFG(5.0), **common)).abs().max() > 0.01
 
 
 def test_unsupported_words_of_the_mini_world():

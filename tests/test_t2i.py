@@ -3,12 +3,15 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from parrot_t2i.builtin import resolve
+from parrot_t2i.diffusion import CFG
 from parrot_t2i.errors import ParrotError
+from parrot_t2i.policy import Policy
 from parrot_t2i.t2i import T2IPolicy
 
 
 def test_loads_pixel_and_vae_models_through_from_pretrained(tiny_pixel_model, tiny_sd_model):
     pixel = T2IPolicy.from_pretrained(str(tiny_pixel_model))
+    assert isinstance(pixel, Policy)  # the interface the trainer, evaluation and generation use
     assert pixel.vae is None and pixel.resolution == 16 and pixel.latent_shape() == (3, 16, 16)
     sd = T2IPolicy.from_pretrained(str(tiny_sd_model))
     assert sd.vae is not None and sd.vae_scale_factor == 2 and sd.resolution == 16 and sd.latent_shape() == (4, 8, 8)
@@ -119,7 +122,7 @@ def test_sdxl_sampler_reproduces_the_pipeline_and_lora_loads_in_diffusers(tiny_s
     from parrot_t2i.evaluate import generate
 
     policy = T2IPolicy.from_pretrained(str(tiny_sdxl_model))
-    ours = generate(policy, ["a red circle"], seed=3, num_inference_steps=3, guidance_scale=4.0)
+    ours = generate(policy, ["a red circle"], CFG(4.0), seed=3, num_inference_steps=3)
     pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_model)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     theirs = pipe(

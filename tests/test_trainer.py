@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from parrot_t2i.config import ConfigError, load_config
-from parrot_t2i.diffusion import sample_trajectory
+from parrot_t2i.diffusion import CFG
 from parrot_t2i.run import load_prompts, setup_run
 from parrot_t2i.trainer import assign_rewards, condition, train, train_iteration
 
@@ -187,16 +187,8 @@ def mean_brightness(run, seed=123, n=16):
     prompts = (run.prompts * n)[:n]
     cond = run.policy.encode([f"<reward 1> {p}" for p in prompts])
     uncond = run.uncond.expand(n)
-    cfg = run.config.sample
-    traj = sample_trajectory(
-        run.policy.unet,
-        run.policy.scheduler,
-        cond,
-        uncond,
-        run.policy.latent_shape(),
-        cfg.guidance_scale,
-        cfg.eta,
-        torch.Generator().manual_seed(seed),
+    traj = run.policy.sample(
+        cond, uncond, CFG(run.config.sample.guidance_scale), generator=torch.Generator().manual_seed(seed)
     )
     return run.policy.decode(traj.latents[:, -1]).mean().item()
 
