@@ -25,14 +25,25 @@ call; ``stochastic=False`` is the plain Euler sampler of ``StableDiffusion3Pipel
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
-from .diffusion import Conditioning, Trajectory, transition_log_prob
+from .diffusion import (
+    Conditioning,
+    Eq5,
+    Guidance,
+    Trajectory,
+    classifier_free_guidance,
+    eq5_positive,
+    original_prompt_guidance,
+    transition_log_prob,
+)
 
 FlowSampler = Literal["sde", "cps"]
 
@@ -91,21 +102,41 @@ def flow_step_mean_std(
 
 
 def flow_velocity(
-    transformer, sample: Tensor, timesteps: Tensor, cond: Conditioning, uncond: Conditioning, scale: float
-):
-    """The classifier-free-guided velocity v(∅) + w·(v(c) − v(∅)) from one batched transformer call;
-    ``uncond`` may be a batch of one. ``timesteps``: (B,) in the scheduler's units (σ · 1000)."""
+    transformer,
+    sample: Tensor,
+    timesteps: Tensor,
+    cond: Conditioning,
+    uncond: Conditioning,
+    guidance: Guidance,
+    original: Conditioning | None = None,
+) -> Tensor:
+    """The guided velocity from one batched transformer call: [∅; c] for CFG, [∅; c; ĉ] for Eq. 5
+    (``original`` is c, the user prompt); rescaled as ``diffusion.guided`` does. ``uncond`` may be a
+    batch of one. ``timesteps``: (B,) in the scheduler's units (σ · 1000)."""
     n = len(sample)
-    both = Conditioning.cat([uncond.expand(n) if len(uncond) == 1 else uncond, cond])
+    empty = uncond.expand(n) if len(uncond) == 1 else uncond
+    if isinstance(guidance, Eq5):
+        if original is None:
+            raise ValueError("Eq. 5 guidance needs the original prompts' conditioning")
+        branches = [empty, original, cond]
+    else:
+        branches = [empty, cond]
+    both = Conditioning.cat(branches)
     velocity = transformer(
-        hidden_states=torch.cat([sample, sample]).to(transformer.dtype),
-        timestep=torch.cat([timesteps, timesteps]),
+        hidden_states=torch.cat([sample] * len(branches)).to(transformer.dtype),
+        timestep=torch.cat([timesteps] * len(branches)),
         encoder_hidden_states=both.embeds,
         **both.added,
         return_dict=False,
     )[0].float()
-    v_uncond, v_cond = velocity.chunk(2)
-    return v_uncond + scale * (v_cond - v_uncond)
+    if isinstance(guidance, Eq5):
+        v_uncond, v_orig, v_expanded = velocity.chunk(3)
+        guided = original_prompt_guidance(v_uncond, v_orig, v_expanded, guidance.w1, guidance.w2)
+        positive = eq5_positive(v_orig, v_expanded, guidance.w1, guidance.w2)
+    else:
+        v_uncond, positive = velocity.chunk(2)
+        guided = classifier_free_guidance(v_uncond, positive, guidance.scale)
+    return rescale_noise_cfg(guided, positive, guidance.rescale) if guidance.rescale > 0 else guided
 
 
 def sample_flow_trajectory(
@@ -114,11 +145,13 @@ def sample_flow_trajectory(
     cond: Conditioning,
     uncond: Conditioning,
     latents: Tensor,
-    guidance_scale: float,
+    guidance: Guidance,
     generator: torch.Generator | None = None,
     sampler: FlowSampler = "sde",
     noise_level: float = 0.7,
     stochastic: bool = True,
+    original: Conditioning | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> Trajectory:
     """Run the chain from ``latents`` (pure noise at σ = 1) through ``scheduler``'s timesteps
     (``set_timesteps`` called), recording every state and each step's log-prob. ``stochastic=False``:
@@ -128,7 +161,7 @@ def sample_flow_trajectory(
     x = latents.float()
     states, log_probs = [x], []
     for i, t in enumerate(scheduler.timesteps.to(latents.device)):
-        v = flow_velocity(transformer, x, t.expand(len(x)), cond, uncond, guidance_scale)
+        v = flow_velocity(transformer, x, t.expand(len(x)), cond, uncond, guidance, original)
         if stochastic:
             mean, std = flow_step_mean_std(sampler, x, v, sigmas[i], sigmas[i + 1], noise_level, sigma_max)
             x = mean + std * randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -137,4 +170,14 @@ def sample_flow_trajectory(
             x = x + (sigmas[i + 1] - sigmas[i]) * v
             log_probs.append(torch.zeros(len(x), device=x.device))
         states.append(x)
+        if on_step is not None:
+            on_step()
     return Trajectory(torch.stack(states, 1), scheduler.timesteps, torch.stack(log_probs, 1))
+
+
+def step_sigmas(scheduler: FlowMatchEulerDiscreteScheduler, timesteps: Tensor) -> tuple[Tensor, Tensor]:
+    """(σ, σ') of per-sample ``timesteps`` of the scheduler's current schedule: each step's noise
+    level and the next one's."""
+    index = (scheduler.timesteps.to(timesteps.device)[None] == timesteps.reshape(-1, 1)).float().argmax(1)
+    sigmas = scheduler.sigmas.to(timesteps.device, torch.float32)
+    return sigmas[index], sigmas[index + 1]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from parrot_t2i.diffusion import transition_log_prob
+from parrot_t2i.diffusion import CFG, Eq5, transition_log_prob
 from parrot_t2i.flow import flow_cps_step_mean_std, flow_sde_step_mean_std, flow_step_mean_std
 
 
@@ -108,7 +108,7 @@ def test_a_deterministic_chain_is_the_sd3_pipelines_own_sample(tiny_sd3):
     tiny_sd3.scheduler.set_timesteps(4)
     with torch.no_grad():
         ours = sample_flow_trajectory(
-            tiny_sd3.transformer, tiny_sd3.scheduler, cond, uncond, latents, 5.0, stochastic=False
+            tiny_sd3.transformer, tiny_sd3.scheduler, cond, uncond, latents, CFG(5.0), stochastic=False
         )
     torch.testing.assert_close(ours.latents[:, -1], expected, atol=1e-5, rtol=0)
     assert ours.latents.shape == (2, 5, 4, 32, 32) and (ours.log_probs == 0).all()
@@ -124,14 +124,71 @@ def test_recomputed_log_probs_match_sampling(tiny_sd3, kind):
     latents = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         trajectory = sample_flow_trajectory(
-            tiny_sd3.transformer, scheduler, cond, uncond, latents, 4.5, torch.Generator().manual_seed(5), kind
+            tiny_sd3.transformer, scheduler, cond, uncond, latents, CFG(4.5), torch.Generator().manual_seed(5), kind
         )
         sigmas = scheduler.sigmas
         for i, t in enumerate(scheduler.timesteps):
             x, prev = trajectory.latents[:, i], trajectory.latents[:, i + 1]
-            v = flow_velocity(tiny_sd3.transformer, x, t.expand(2), cond, uncond, 4.5)
+            v = flow_velocity(tiny_sd3.transformer, x, t.expand(2), cond, uncond, CFG(4.5))
             mean, std = flow_step_mean_std(kind, x, v, sigmas[i], sigmas[i + 1], 0.7, float(sigmas[1]))
             torch.testing.assert_close(
                 transition_log_prob(prev, mean, std), trajectory.log_probs[:, i], atol=1e-5, rtol=0
             )
     assert trajectory.log_probs.shape == (2, 4) and torch.isfinite(trajectory.log_probs).all()
+
+
+@pytest.fixture(scope="module")
+def sd3_policy(tmp_path_factory):
+    from tiny_models import build_tiny_sd3
+
+    from parrot_t2i.sd3 import SD3Policy
+
+    return SD3Policy.from_pretrained(str(build_tiny_sd3(tmp_path_factory.mktemp("sd3-policy"))), t5=False)
+
+
+def test_the_sd3_policy_samples_and_decodes_as_the_pipeline(sd3_policy):
+    prompts = ["a red circle", "a blue square"]
+    cond, uncond = sd3_policy.encode(prompts), sd3_policy.encode_negative()
+    ours = sd3_policy.sample(
+        cond,
+        uncond.expand(2),
+        CFG(5.0),
+        generator=torch.Generator().manual_seed(0),
+        stochastic=False,
+        num_inference_steps=4,
+    )
+    expected = sd3_policy.pipe(
+        prompt=prompts,
+        num_inference_steps=4,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    ).images
+    torch.testing.assert_close(sd3_policy.decode(ours.latents[:, -1]), expected, atol=1e-5, rtol=0)
+    assert sd3_policy.resolution == 32 and sd3_policy.latent_shape() == (4, 32, 32)
+    # Eq. 5 with w2 = 0 is CFG on the original prompt, whatever the expansion: three branches, one call.
+    expanded = sd3_policy.encode(["<reward 1> a red circle, vivid", "<reward 2> a blue square at noon"])
+    eq5 = sd3_policy.sample(
+        expanded,
+        uncond.expand(2),
+        Eq5(5.0, 0.0),
+        original=cond,
+        generator=torch.Generator().manual_seed(0),
+        stochastic=False,
+        num_inference_steps=4,
+    )
+    torch.testing.assert_close(eq5.latents[:, -1], ours.latents[:, -1], atol=1e-5, rtol=0)
+
+
+def test_the_sd3_policys_training_transitions_reproduce_its_samples(sd3_policy):
+    sd3_policy.set_sampler(4, 0.7)
+    cond = sd3_policy.encode(["a red circle", "a green cross"])
+    uncond = sd3_policy.encode_negative().expand(2)
+    trajectory = sd3_policy.sample(cond, uncond, CFG(4.5), generator=torch.Generator().manual_seed(1))
+    steps, rows = torch.tensor([3, 0]), torch.arange(2)  # each sample at its own step, as training batches them
+    with torch.no_grad():
+        mean, std = sd3_policy.step_mean_std(
+            trajectory.latents[rows, steps], trajectory.timesteps[steps], cond, uncond, CFG(4.5)
+        )
+    recomputed = transition_log_prob(trajectory.latents[rows, steps + 1], mean, std)
+    torch.testing.assert_close(recomputed, trajectory.log_probs[rows, steps], atol=1e-5, rtol=0)
