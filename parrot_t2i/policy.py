@@ -13,6 +13,7 @@ The suite every policy must pass is listed in docs/ARCHITECTURE.md.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from .builtin import resolve
 from .diffusion import CFG, Conditioning, Guidance, Trajectory
 
 
@@ -28,6 +30,8 @@ from .diffusion import CFG, Conditioning, Guidance, Trajectory
 class Policy(Protocol):
     resolution: int
     device: torch.device
+    trainable_file: str  # the file save_trainable writes a non-LoRA trainable set to
+    identifiers: object | None  # learnt identifier embeddings, if the policy has them
 
     def latent_shape(self) -> tuple[int, ...]: ...
 
@@ -73,6 +77,32 @@ class Policy(Protocol):
     def set_trainable(self, mode: str, lora_rank: int = 4, lora_alpha: float | None = None) -> list[torch.nn.Parameter]:
         """Freeze everything but the trainable set (cross-attention, LoRA or full); its parameters."""
 
-    def save_trainable(self, directory: str | Path, mode: str) -> None: ...
+    def learn_identifiers(self, strings: list[str]) -> torch.nn.Parameter:
+        """Learnable input embeddings for the identifier strings (``model.train_identifiers``)."""
+
+    def save_trainable(self, directory: str | Path, mode: str) -> None:
+        """The trainable set as safetensors; LoRA in the layout the diffusers pipeline loads."""
 
     def load_trainable(self, directory: str | Path) -> None: ...
+
+    def load_lora(self, directory: str | Path) -> None: ...
+
+    def to(self, device: torch.device | str) -> Policy: ...
+
+    def use_channels_last(self) -> Policy: ...
+
+    def enable_memory_savings(self, gradient_checkpointing: bool, vae_slicing: bool) -> None: ...
+
+
+def load_policy(name_or_path: str) -> Policy:
+    """The policy for a model, recognised from its ``model_index.json``: SD3 / SD3.5 folders get
+    ``SD3Policy`` (T5 loaded when the folder has one), everything else ``T2IPolicy``."""
+    source = Path(resolve(name_or_path, "t2i"))
+    index = source / "model_index.json"
+    if index.is_file() and json.loads(index.read_text()).get("_class_name") == "StableDiffusion3Pipeline":
+        from .sd3 import SD3Policy
+
+        return SD3Policy.from_pretrained(str(source), t5=(source / "text_encoder_3").is_dir())
+    from .t2i import T2IPolicy
+
+    return T2IPolicy.from_pretrained(name_or_path)

@@ -25,10 +25,9 @@ from .diffusion import Conditioning
 from .identifiers import identifier_strings
 from .objectives import Objective
 from .pen import PromptExpander
-from .policy import Policy
+from .policy import Policy, load_policy
 from .prompts import read_prompt_file
 from .rewards import Reward, build_rewards
-from .t2i import T2IPolicy
 from .tracking import trackers
 
 logger = logging.getLogger(__name__)
@@ -74,7 +73,7 @@ class Run:
 
     config: Config
     accelerator: Accelerator
-    policy: Policy  # the T2I model (t2i.T2IPolicy: UNet + DDIM)
+    policy: Policy  # the T2I model (t2i.T2IPolicy, sd3.SD3Policy)
     params: list[torch.nn.Parameter]  # the T2I parameters RL trains (empty when train.t2i is false)
     reference_params: list[torch.nn.Parameter]  # what the KL reference swaps back: all of params, or the non-LoRA ones
     reference: list[Tensor] | None  # train.kl_coef > 0: those parameters' values before RL
@@ -109,7 +108,7 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     t, pen = config.train, config.pen
     with accelerator.main_process_first():  # one process fills the model caches, the others then read them
         rewards = build_rewards(config.rewards, accelerator.device)
-        policy = T2IPolicy.from_pretrained(config.model.pretrained)
+        policy = load_policy(config.model.pretrained)
         expander = PromptExpander.from_pretrained(pen.pretrained, pen.template) if pen.pretrained else None
     policy.to(accelerator.device)
     policy.set_sampler(config.sample.num_inference_steps, config.sample.eta)

@@ -10,7 +10,7 @@ from .errors import ParrotError
 from .identifiers import identifier_strings
 from .learned_identifiers import FILE as IDENTIFIER_FILE
 from .pen import PromptExpander
-from .t2i import TRAINABLE_FILE, T2IPolicy
+from .policy import Policy, load_policy
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -33,9 +33,9 @@ def open_run(run: str | Path) -> tuple[Config, Path]:
     return run_config(run), last_checkpoint(Path(run))
 
 
-def run_policy(config: Config, checkpoint: Path) -> T2IPolicy:
+def run_policy(config: Config, checkpoint: Path) -> Policy:
     """The run's base T2I model with the checkpoint's trained weights (if it trained the T2I model)."""
-    policy = T2IPolicy.from_pretrained(config.model.pretrained)
+    policy = load_policy(config.model.pretrained)
     if (checkpoint / IDENTIFIER_FILE).is_file():  # trained with model.train_identifiers
         policy.learn_identifiers(
             identifier_strings(
@@ -45,9 +45,9 @@ def run_policy(config: Config, checkpoint: Path) -> T2IPolicy:
     if config.model.trainable == "lora" and (checkpoint / "pytorch_lora_weights.safetensors").is_file():
         policy.set_trainable("lora", config.model.lora_rank, config.model.lora_alpha)
         policy.load_lora(checkpoint)
-    elif (checkpoint / TRAINABLE_FILE).is_file():
+    elif (checkpoint / policy.trainable_file).is_file():
         policy.load_trainable(checkpoint)
-    policy.unet.requires_grad_(False).eval()
+    policy.train(False)
     return policy.use_channels_last() if config.model.channels_last else policy
 
 
@@ -71,7 +71,7 @@ SHARED = (  # what a T2I-only run and a PEN-only run must agree on to be combine
 )
 
 
-def open_combined(t2i_run: str | Path, pen_run: str | Path) -> tuple[Config, T2IPolicy, PromptExpander | None]:
+def open_combined(t2i_run: str | Path, pen_run: str | Path) -> tuple[Config, Policy, PromptExpander | None]:
     """The paper's decoupled ablation, combined at load time: the T2I model trained by one run
     (``train.pen=false``, sampling with the SFT PEN) with the PEN trained by another
     (``train.t2i=false``, against the base T2I model). Both start from the same base models; the

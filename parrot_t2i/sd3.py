@@ -7,24 +7,33 @@ pooled projections as ``pooled_projections``), so the conditioning is exactly th
 is optional (``t5=False``: zeros in its place, as the pipeline does). The deterministic sampler
 is the pipeline's Euler chain (tested equal to it on a tiny SD3).
 
-Not yet here (issue 17): the trainable set (LoRA on the attention projections) and its files, so
-the trainer cannot train this policy yet.
+The trainable set is LoRA on the attention projections of every joint block (both streams, as
+diffusers' SD3 LoRA training script targets them), saved in the layout
+``StableDiffusion3Pipeline.load_lora_weights`` reads, or the full transformer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
 from diffusers.utils.torch_utils import randn_tensor
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .builtin import resolve
 from .diffusion import CFG, Conditioning, Guidance, Trajectory
-from .errors import missing_weights_error
+from .errors import ParrotError, missing_weights_error
 from .flow import FlowSampler, flow_step_mean_std, flow_velocity, sample_flow_trajectory, step_sigmas
+
+TRAINABLE_FILE = "transformer_trainable.safetensors"
+# The attention projections of both streams of every joint block.
+LORA = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
 
 
 @dataclass
@@ -32,6 +41,8 @@ class SD3Policy:
     pipe: StableDiffusion3Pipeline  # the components, and diffusers' own prompt encoding
     noise_level: float = 0.7  # a of the flow SDE (Flow-GRPO: 0.7 for SD3.5), set by set_sampler
     sampler: FlowSampler = "sde"
+    identifiers: None = None  # learnt identifier embeddings: not supported for SD3 yet
+    trainable_file: ClassVar[str] = TRAINABLE_FILE
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, torch_dtype: torch.dtype = torch.float32, t5: bool = True) -> SD3Policy:
@@ -142,3 +153,90 @@ class SD3Policy:
     def train(self, mode: bool = True) -> SD3Policy:
         self.transformer.train(mode)
         return self
+
+    # ------------------------------------------------------------------ devices and memory
+
+    def to(self, device: torch.device | str) -> SD3Policy:
+        self.pipe.to(device)
+        return self
+
+    def use_channels_last(self) -> SD3Policy:
+        """Nothing to do: a transformer has no convolutions to lay out (``model.channels_last``
+        concerns the UNet)."""
+        return self
+
+    def enable_memory_savings(self, gradient_checkpointing: bool, vae_slicing: bool) -> None:
+        if gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        if vae_slicing:
+            self.pipe.vae.enable_slicing()
+
+    # ------------------------------------------------------------------ the trainable set
+
+    def set_trainable(self, mode: str, lora_rank: int = 4, lora_alpha: float | None = None) -> list[torch.nn.Parameter]:
+        """LoRA on the attention projections (``lora``) or the whole transformer (``full``)."""
+        self.transformer.requires_grad_(False)
+        if mode == "full":
+            self.transformer.requires_grad_(True)
+        elif mode == "lora":
+            from peft import LoraConfig
+
+            self.transformer.add_adapter(
+                LoraConfig(
+                    r=lora_rank, lora_alpha=lora_alpha or lora_rank, init_lora_weights="gaussian", target_modules=LORA
+                )
+            )
+        else:
+            raise ParrotError(
+                f"model.trainable={mode!r} is the UNet's: an SD3 transformer trains 'lora' or 'full' (it has no "
+                "separate cross-attention)"
+            )
+        return [p for p in self.transformer.parameters() if p.requires_grad]
+
+    def learn_identifiers(self, strings: list[str]) -> torch.nn.Parameter:
+        raise ParrotError("model.train_identifiers is not supported for SD3 yet (three text encoders)")
+
+    @contextmanager
+    def adapters_disabled(self) -> Iterator[None]:
+        self.transformer.disable_adapters()
+        try:
+            yield
+        finally:
+            self.transformer.enable_adapters()
+
+    def save_trainable(self, directory: str | Path, mode: str) -> None:
+        """LoRA in the layout ``StableDiffusion3Pipeline.load_lora_weights`` reads; the full
+        transformer's weights as safetensors."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if mode == "lora":
+            from peft.utils import get_peft_model_state_dict
+
+            StableDiffusion3Pipeline.save_lora_weights(
+                directory, transformer_lora_layers=get_peft_model_state_dict(self.transformer)
+            )
+            return
+        state = {n: p.detach().cpu().contiguous() for n, p in self.transformer.named_parameters() if p.requires_grad}
+        save_file(state, directory / TRAINABLE_FILE)
+
+    def load_lora(self, directory: str | Path) -> None:
+        """LoRA weights written by :meth:`save_trainable`, into adapters made by ``set_trainable("lora")``."""
+        from peft.utils import set_peft_model_state_dict
+
+        state = load_file(Path(directory) / "pytorch_lora_weights.safetensors")
+        result = set_peft_model_state_dict(
+            self.transformer, {k.removeprefix("transformer."): v for k, v in state.items()}
+        )
+        if result.unexpected_keys:
+            raise ParrotError(
+                f"{directory}: LoRA weights do not fit this transformer (e.g. {result.unexpected_keys[0]})"
+            )
+
+    def load_trainable(self, directory: str | Path) -> None:
+        state = load_file(Path(directory) / TRAINABLE_FILE)
+        missing = set(state) - {n for n, _ in self.transformer.named_parameters()}
+        if missing:
+            raise ParrotError(
+                f"{directory}: {len(missing)} saved tensors do not fit this transformer (e.g. {min(missing)})"
+            )
+        self.transformer.load_state_dict(state, strict=False)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from diffusers import (
@@ -54,6 +55,7 @@ class T2IPolicy:
     zero_negative: bool = False  # SDXL's force_zeros_for_empty_prompt
     identifiers: LearnedIdentifiers | None = None  # learnt identifier embeddings (model.train_identifiers)
     noise_level: float = 1.0  # the stochastic sampler's DDIM η (sample.eta), set by set_sampler
+    trainable_file: ClassVar[str] = TRAINABLE_FILE  # where save_trainable puts a non-LoRA trainable set
 
     @property
     def is_sdxl(self) -> bool:

@@ -192,3 +192,64 @@ def test_the_sd3_policys_training_transitions_reproduce_its_samples(sd3_policy):
         )
     recomputed = transition_log_prob(trajectory.latents[rows, steps + 1], mean, std)
     torch.testing.assert_close(recomputed, trajectory.log_probs[rows, steps], atol=1e-5, rtol=0)
+
+
+def test_one_rl_iteration_on_a_tiny_sd3_trains_its_lora_and_saves_it_for_the_pipeline(tmp_path):
+    """Pareto selection, identifiers, the PEN trained jointly and the KL, on the flow policy."""
+    from diffusers import StableDiffusion3Pipeline
+    from tiny_models import build_tiny_sd3
+
+    from parrot_t2i.config import load_config
+    from parrot_t2i.policy import Policy
+    from parrot_t2i.runs import open_run, run_policy
+    from parrot_t2i.sd3 import SD3Policy
+    from parrot_t2i.trainer import train
+
+    model = build_tiny_sd3(tmp_path / "sd3")
+    config = load_config(
+        "tiny",
+        [
+            f"model.pretrained={model}",
+            "model.trainable=lora",
+            "sample.num_inference_steps=3",
+            "sample.eta=0.7",  # the flow SDE's a
+            "train.num_iterations=1",
+            "train.kl_coef=0.01",  # the reference: the transformer with its adapters off
+            "eval.file=null",
+            f"train.output_dir={tmp_path / 'run'}",
+        ],
+    )
+    run_dir = train(config)
+    policy = run_policy(*open_run(run_dir))
+    assert isinstance(policy, SD3Policy) and isinstance(policy, Policy)
+    checkpoint = open_run(run_dir)[1]
+    assert (checkpoint / "pytorch_lora_weights.safetensors").is_file()
+    # The plain pipeline loads our LoRA and samples what our policy samples.
+    pipe = StableDiffusion3Pipeline.from_pretrained(model, text_encoder_3=None, tokenizer_3=None)
+    pipe.load_lora_weights(checkpoint)
+    images = pipe(
+        prompt=["a red circle"],
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    ).images
+    ours = policy.sample(
+        policy.encode(["a red circle"]),
+        policy.encode_negative(),
+        CFG(5.0),
+        generator=torch.Generator().manual_seed(0),
+        stochastic=False,
+        num_inference_steps=3,
+    )
+    torch.testing.assert_close(policy.decode(ours.latents[:, -1]), images, atol=1e-5, rtol=0)
+    base = SD3Policy.from_pretrained(str(model), t5=False)
+    untrained = base.sample(
+        base.encode(["a red circle"]),
+        base.encode_negative(),
+        CFG(5.0),
+        generator=torch.Generator().manual_seed(0),
+        stochastic=False,
+        num_inference_steps=3,
+    )
+    assert (untrained.latents[:, -1] - ours.latents[:, -1]).abs().max() > 0  # the LoRA changed the model
