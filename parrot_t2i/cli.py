@@ -66,9 +66,9 @@ def _generate(args: argparse.Namespace) -> None:
     from .identifiers import DEFAULT_TEMPLATE, choose_identifiers, identifier_strings
     from .images import image_path, save_grid
     from .pen import PromptExpander
+    from .policy import load_policy
     from .rewards import build_rewards
     from .runs import open_combined, open_run, run_expander, run_policy
-    from .t2i import T2IPolicy
 
     _check_flags(
         args,
@@ -101,7 +101,7 @@ def _generate(args: argparse.Namespace) -> None:
         reward_names = [getattr(spec, "name", spec) for spec in reward_specs]
         default_identifiers = "all" if config.prompts.identifiers else "none"
     else:
-        policy, source = T2IPolicy.from_pretrained(args.model), args.model
+        policy, source = load_policy(args.model), args.model
         pen = args.pen or ("builtin:mini" if args.model == "builtin:mini" else None)
         expander = None if args.no_expand or not pen else PromptExpander.from_pretrained(pen)
         config = load_config(None)  # a model without a run: the config defaults are its inference
@@ -161,11 +161,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
     from .evaluate import evaluate, inference_from_config
+    from .policy import load_policy
     from .prompts import read_prompt_file
     from .report import Entry, write_report
     from .rewards import build_rewards
     from .runs import open_combined, open_run, run_expander, run_policy
-    from .t2i import T2IPolicy
 
     if not args.run and not args.model and not args.combine:
         raise ConfigError("name at least one --run DIR, --combine T2I_RUN PEN_RUN or --model ID to evaluate")
@@ -204,7 +204,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     ) in args.model:  # a base model: the prompt as given (no PEN, no identifiers), the config defaults' guidance
         inference = replace(inference_from_config(load_config(None), None, trained_identifiers=False), seed=args.seed)
         evaluation = evaluate(
-            T2IPolicy.from_pretrained(model),
+            load_policy(model),
             rewards,
             names,
             prompts,

@@ -253,3 +253,9 @@ def test_one_rl_iteration_on_a_tiny_sd3_trains_its_lora_and_saves_it_for_the_pip
         num_inference_steps=3,
     )
     assert (untrained.latents[:, -1] - ours.latents[:, -1]).abs().max() > 0  # the LoRA changed the model
+    from parrot_t2i.cli import main
+
+    for source in (["--model", str(model)], ["--run", str(run_dir)]):  # Eq. 5 on the flow policy, through the CLI
+        out = tmp_path / f"{source[0][2:]}.png"
+        assert main(["generate", "a red circle", *source, "--n", "1", "--steps", "2", "--out", str(out)]) == 0
+        assert out.is_file()
