@@ -81,7 +81,8 @@ class SampleConfig:
     num_inference_steps: int = 20
     # Classifier-free guidance scale w (paper: 5.0); the negative prompt is empty.
     guidance_scale: float = 5.0
-    # DDIM stochasticity η in (0, 1]; must be > 0 so that log p(x_{t-1}|x_t) exists.
+    # The sampler's noise, in (0, 1]: DDIM's η for a UNet model; for a flow model (SD3) the SDE's a
+    # (Flow-GRPO: 0.7 on SD3.5). Must be > 0 so that log p(x_{t-1}|x_t) exists.
     eta: float = 1.0
     # Prompts drawn per iteration on each process (P processes sample P× as many images).
     prompts_per_iteration: int = 4
