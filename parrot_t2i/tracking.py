@@ -37,7 +37,10 @@ def trackers(value: str) -> list[str]:
         return [n for n in names if AVAILABLE[n]()]
     for name in names:
         if not AVAILABLE[name]():
-            raise ParrotError(f"train.report_to names {name}, which is not installed: pip install 'parrot-t2i[{name}]'")
+            package = (
+                "tensorboard" if name == "tensorboard" else f"'parrot-t2i[{name}]'"
+            )  # TensorBoard: a core dependency
+            raise ParrotError(f"train.report_to names {name}, which is not installed: pip install {package}")
     return names
 
 
