@@ -7,8 +7,9 @@ transformer, a scheduler or a noise parameter. Guidance is a value: ``CFG(scale)
 ``Eq5(w1, w2)``.
 
 Implementations: ``t2i.T2IPolicy`` (UNet + stochastic DDIM: SD 1.x / 2.x / SDXL and the mini
-world). Flow-matching transformers (SD3, FLUX: ``flow.py``'s SDE step) are the next (issue 17).
-The suite every policy must pass is listed in docs/ARCHITECTURE.md.
+world) and ``sd3.SD3Policy`` (SD3 / SD3.5 with ``flow.py``'s SDE step); ``load_policy`` picks one
+from a model's ``model_index.json``. FLUX is next (issue 17). The suite every policy must pass is
+listed in docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
