@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the
 import torch
 from diffusers import (
     AutoencoderKL,
-    DDIMScheduler,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
@@ -38,7 +37,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, GPT2Config, GPT2LMHeadMo
 
 from parrot_t2i.config import load_config
 from parrot_t2i.run import setup_run
-from parrot_t2i.tiny import build_tiny_sd, tiny_tokenizer
+from parrot_t2i.tiny import build_tiny_sd, sd_ddim_scheduler, tiny_tokenizer
 from parrot_t2i.trainer import train_iteration
 
 RESULTS = Path(__file__).parent / "results"
@@ -75,14 +74,7 @@ def build_sd15(path: Path) -> Path:
         latent_channels=4,
         sample_size=512,
     )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = sd_ddim_scheduler()
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text,

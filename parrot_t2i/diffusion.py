@@ -189,14 +189,7 @@ def guided_noise(
     the guided prediction is pulled towards the conditional one's standard deviation, which
     undoes the over-saturation strong guidance causes.
     """
-    if guidance_scale == 1.0:
-        return _unet(unet, sample, timesteps, cond)
-    both = Conditioning.cat([uncond, cond])
-    t = timesteps.expand(len(sample))
-    eps = _unet(unet, torch.cat([sample, sample]), torch.cat([t, t]), both)
-    eps_uncond, eps_cond = eps.chunk(2)
-    guided = classifier_free_guidance(eps_uncond, eps_cond, guidance_scale)
-    return rescale_noise_cfg(guided, eps_cond, rescale) if rescale > 0 else guided
+    return guided(unet, sample, timesteps, cond, uncond, CFG(guidance_scale, rescale))
 
 
 def original_guided_noise(
@@ -212,12 +205,7 @@ def original_guided_noise(
 ) -> Tensor:
     """Eq. 5 ε from **one** batched UNet call over [uncond; original; expanded] (three branches);
     ``rescale`` as in :func:`guided_noise`, against :func:`eq5_positive`."""
-    three = Conditioning.cat([uncond, orig, expanded])
-    t = timesteps.expand(len(sample))
-    eps = _unet(unet, torch.cat([sample, sample, sample]), torch.cat([t, t, t]), three)
-    eps_uncond, eps_orig, eps_expanded = eps.chunk(3)
-    guided = original_prompt_guidance(eps_uncond, eps_orig, eps_expanded, w1, w2)
-    return rescale_noise_cfg(guided, eq5_positive(eps_orig, eps_expanded, w1, w2), rescale) if rescale > 0 else guided
+    return guided(unet, sample, timesteps, expanded, uncond, Eq5(w1, w2, rescale), original=orig)
 
 
 @dataclass(frozen=True)
@@ -241,6 +229,33 @@ class Eq5:
 Guidance = CFG | Eq5
 
 
+def guidance_branches(
+    guidance: Guidance, cond: Conditioning, uncond: Conditioning, original: Conditioning | None = None
+) -> list[Conditioning]:
+    """The conditionings one batched denoiser call runs for ``guidance``: [∅; c] for CFG, [∅; c; ĉ]
+    for Eq. 5 (``original`` is c, the user prompt; ``cond`` the conditioning sampled on). An
+    ``uncond`` batch of one is broadcast to the batch."""
+    empty = uncond.expand(len(cond)) if len(uncond) == 1 else uncond
+    if isinstance(guidance, CFG):
+        return [empty, cond]
+    if original is None:
+        raise ValueError("Eq. 5 guidance needs the original prompts' conditioning")
+    return [empty, original, cond]
+
+
+def combine_guided(guidance: Guidance, output: Tensor) -> Tensor:
+    """The guided prediction (ε or velocity) from a denoiser output over :func:`guidance_branches`,
+    rescaled against the positive prediction when ``guidance.rescale`` > 0."""
+    if isinstance(guidance, CFG):
+        uncond, positive = output.chunk(2)
+        combined = classifier_free_guidance(uncond, positive, guidance.scale)
+    else:
+        uncond, orig, expanded = output.chunk(3)
+        combined = original_prompt_guidance(uncond, orig, expanded, guidance.w1, guidance.w2)
+        positive = eq5_positive(orig, expanded, guidance.w1, guidance.w2)
+    return rescale_noise_cfg(combined, positive, guidance.rescale) if guidance.rescale > 0 else combined
+
+
 def guided(
     unet,
     sample: Tensor,
@@ -250,15 +265,17 @@ def guided(
     guidance: Guidance,
     original: Conditioning | None = None,
 ) -> Tensor:
-    """The guided ε of ``guidance`` from one batched UNet call (two branches for CFG, three for Eq. 5,
-    which needs ``original``, the original prompts' conditioning)."""
-    if isinstance(guidance, Eq5):
-        if original is None:
-            raise ValueError("Eq. 5 guidance needs the original prompts' conditioning")
-        return original_guided_noise(
-            unet, sample, timesteps, original, cond, uncond, guidance.w1, guidance.w2, guidance.rescale
-        )
-    return guided_noise(unet, sample, timesteps, cond, uncond, guidance.scale, guidance.rescale)
+    """The guided ε of ``guidance`` from **one** batched UNet call (two branches for CFG, three for
+    Eq. 5, which needs ``original``, the original prompts' conditioning). CFG at scale 1 is the
+    conditional prediction alone, one branch."""
+    if isinstance(guidance, CFG) and guidance.scale == 1.0:
+        return _unet(unet, sample, timesteps, cond)
+    branches = guidance_branches(guidance, cond, uncond, original)
+    t = timesteps.expand(len(sample))
+    n = len(branches)
+    return combine_guided(
+        guidance, _unet(unet, torch.cat([sample] * n), torch.cat([t] * n), Conditioning.cat(branches))
+    )
 
 
 def _unet(unet, sample: Tensor, timesteps: Tensor, cond: Conditioning) -> Tensor:

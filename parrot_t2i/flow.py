@@ -30,18 +30,15 @@ from typing import Literal
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
-from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
 from .diffusion import (
     Conditioning,
-    Eq5,
     Guidance,
     Trajectory,
-    classifier_free_guidance,
-    eq5_positive,
-    original_prompt_guidance,
+    combine_guided,
+    guidance_branches,
     transition_log_prob,
 )
 
@@ -110,33 +107,19 @@ def flow_velocity(
     guidance: Guidance,
     original: Conditioning | None = None,
 ) -> Tensor:
-    """The guided velocity from one batched transformer call: [∅; c] for CFG, [∅; c; ĉ] for Eq. 5
-    (``original`` is c, the user prompt); rescaled as ``diffusion.guided`` does. ``uncond`` may be a
-    batch of one. ``timesteps``: (B,) in the scheduler's units (σ · 1000)."""
-    n = len(sample)
-    empty = uncond.expand(n) if len(uncond) == 1 else uncond
-    if isinstance(guidance, Eq5):
-        if original is None:
-            raise ValueError("Eq. 5 guidance needs the original prompts' conditioning")
-        branches = [empty, original, cond]
-    else:
-        branches = [empty, cond]
-    both = Conditioning.cat(branches)
+    """The guided velocity from one batched transformer call over ``diffusion.guidance_branches``
+    ([∅; c] for CFG, [∅; c; ĉ] for Eq. 5), combined as the UNet's ε is. ``timesteps``: (B,) in the
+    scheduler's units (σ · 1000)."""
+    branches = guidance_branches(guidance, cond, uncond, original)
+    both, n = Conditioning.cat(branches), len(branches)
     velocity = transformer(
-        hidden_states=torch.cat([sample] * len(branches)).to(transformer.dtype),
-        timestep=torch.cat([timesteps] * len(branches)),
+        hidden_states=torch.cat([sample] * n).to(transformer.dtype),
+        timestep=torch.cat([timesteps] * n),
         encoder_hidden_states=both.embeds,
         **both.added,
         return_dict=False,
     )[0].float()
-    if isinstance(guidance, Eq5):
-        v_uncond, v_orig, v_expanded = velocity.chunk(3)
-        guided = original_prompt_guidance(v_uncond, v_orig, v_expanded, guidance.w1, guidance.w2)
-        positive = eq5_positive(v_orig, v_expanded, guidance.w1, guidance.w2)
-    else:
-        v_uncond, positive = velocity.chunk(2)
-        guided = classifier_free_guidance(v_uncond, positive, guidance.scale)
-    return rescale_noise_cfg(guided, positive, guidance.rescale) if guidance.rescale > 0 else guided
+    return combine_guided(guidance, velocity)
 
 
 def sample_flow_trajectory(

@@ -103,15 +103,7 @@ def build_tiny_sd(
         attention_head_dim=4,
         norm_num_groups=8,
     )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
+    scheduler = sd_ddim_scheduler(prediction_type)
     path.mkdir(parents=True, exist_ok=True)
     if with_vae:
         from diffusers import StableDiffusionPipeline
@@ -129,6 +121,19 @@ def build_tiny_sd(
         pipe.save_pretrained(path)
         return path
     return save_pixel_pipeline(path, unet, text_encoder, tokenizer, scheduler)
+
+
+def sd_ddim_scheduler(prediction_type: str = "epsilon") -> DDIMScheduler:
+    """DDIM with Stable Diffusion 1.x's noise schedule (scaled-linear betas, offset 1)."""
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
 
 
 def tiny_vae(latent_size: int) -> AutoencoderKL:

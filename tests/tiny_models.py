@@ -7,9 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 
-from parrot_t2i.tiny import byte_alphabet, keeps_global_rng, small_text_encoder, tiny_tokenizer, tiny_vae
+from parrot_t2i.tiny import (
+    byte_alphabet,
+    keeps_global_rng,
+    sd_ddim_scheduler,
+    small_text_encoder,
+    tiny_tokenizer,
+    tiny_vae,
+)
 
 
 @keeps_global_rng
@@ -44,14 +51,7 @@ def build_tiny_sdxl(
         projection_class_embeddings_input_dim=6 * time_embed_dim + hidden_size,  # 6 time ids + pooled text
         norm_num_groups=8,
     )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = sd_ddim_scheduler()
     pipe = StableDiffusionXLPipeline(
         vae=tiny_vae(sample_size),
         text_encoder=text_encoder,
