@@ -116,6 +116,15 @@ ROWS = [
         "scalarisation",
         ["objective.name=weighted_sum", "objective.reward_normalization=group", "train.kl_coef=0.01"],
     ),
+    # β = 0.001: a tenth of the level gradients, to see whether the policy term then moves the rewards
+    # while the KL still holds colour binding.
+    ("pareto_z_kl001", "Pareto filter + group z, KL β = 0.001", "pareto", [*PARETO_Z, "train.kl_coef=0.001"]),
+    (
+        "ws_group_z_kl001",
+        "weighted sum, group z, KL β = 0.001",
+        "scalarisation",
+        ["objective.name=weighted_sum", "objective.reward_normalization=group", "train.kl_coef=0.001"],
+    ),
     (
         "pareto_z_ppo",
         "Pareto filter + group z, PPO clip 0.1 × 2 epochs",
