@@ -3,6 +3,7 @@
     python benchmarks/bench_rl.py                                  # CPU, a small SD-architecture model
     python benchmarks/bench_rl.py --python /path/to/venv/bin/python  # workers in a venv that has trl==0.19.1
     python benchmarks/bench_rl.py --scale sd15 --images 16 --steps 50  # on a GPU: SD 1.5 size, random weights
+    python benchmarks/bench_rl.py --family flow                    # the flow rows: a tiny SD3, flow SDE
 
 One SD-architecture pipeline (UNet + VAE + CLIP text encoder, random weights) is saved to a
 temporary folder and every contender loads it from there, with the same prompts, batch, DDIM steps,
@@ -17,7 +18,14 @@ CFG scale, η and timestep fraction (1: every step trains):
    ``weighted_sum`` mode (every sample trains), both with the package's defaults (channels-last;
    ``--ours-set model.channels_last=false`` to compare), vs ``trl.DDPOTrainer.step``
    (trl==0.19.1, the last release with DDPO) on the weighted sum of the same three rewards;
-3. peak RSS of each worker process (and on a GPU, peak GPU memory).
+3. the flow trainers' speed options, each one change to the Parrot row (``SPEED_OPTIONS``): fewer
+   steps while training, MixGRPO's SDE window, no CFG while training, the KL's reference pass,
+   gradient checkpointing;
+4. peak RSS of each worker process (and on a GPU, peak GPU memory).
+
+``--family flow`` runs the same rows on a flow-matching transformer (diffusers' test-size SD3):
+our SDE sampler against ``StableDiffusion3Pipeline`` (the images compared are both the
+deterministic Euler chain, which is all the pipeline has), and no TRL row (DDPOTrainer is UNet only).
 
 Each contender runs in its own worker process (``--python`` chooses the interpreter: trl is never a
 dependency of this package, install it in a separate environment). Each worker runs one warm-up
@@ -40,6 +48,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from provenance import code_version
+
 RESULTS = Path(__file__).parent / "results"
 REWARDS = ["brightness", "colorfulness", "jpeg_compressibility"]
 PROMPTS = ["a red circle", "a blue square on a white background", "a green triangle", "a yellow cross at night"]
@@ -53,6 +63,16 @@ VERSIONS = (
 # The default comparison settings (the CLI's defaults; benchmarks/ab_iterations.py reuses them).
 SETTINGS = argparse.Namespace(images=16, group=8, steps=20, guidance=5.0, eta=1.0)
 CONTENDERS = ["sampler_ours", "sampler_diffusers", "rl_parrot", "rl_parrot_batch", "rl_weighted_sum", "rl_trl"]
+# The flow trainers' speed options (issue 17, item 3), each one change to the rl_parrot row; the
+# settings are filled in from the chain length T (``--steps``).
+SPEED_OPTIONS = {
+    "rl_parrot_fewer_steps": lambda steps: [f"sample.num_inference_steps={max(1, steps // 2)}"],  # Flow-GRPO: 10 vs 40
+    "rl_parrot_window": lambda steps: [f"sample.sde_window={max(1, steps // 5)}"],  # MixGRPO: 4 of 25 steps
+    "rl_parrot_no_cfg": lambda steps: ["sample.guidance_scale=1.0"],  # one branch while training
+    "rl_parrot_kl": lambda steps: ["train.kl_coef=0.01"],  # the reference's extra forward per trained step
+    "rl_parrot_checkpointing": lambda steps: ["model.gradient_checkpointing=true"],  # memory for recompute
+}
+CONTENDERS += list(SPEED_OPTIONS)
 
 
 # ----------------------------------------------------------------------------- workers (one per process)
@@ -91,35 +111,56 @@ def _prompts(images: int) -> list[str]:
 
 
 def worker_sampler(args, which: str) -> dict:
+    """B images from our sampler (the stochastic chain RL trains on, with its log-probs) or from the
+    diffusers pipeline; the images compared are both deterministic for a flow model (its pipeline
+    has no SDE) and both η-stochastic DDIM for a UNet."""
     import torch
-    from diffusers import StableDiffusionPipeline
 
     from parrot_t2i.diffusion import CFG
-    from parrot_t2i.t2i import T2IPolicy
+    from parrot_t2i.policies import load_policy
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     prompts = _prompts(args.images)
+    flow = args.family == "flow"
     if which == "ours":
-        policy = T2IPolicy.from_pretrained(args.model).to(device)
+        policy = load_policy(args.model).to(device)
         policy.set_sampler(args.steps, args.eta)
         cond, uncond = policy.encode(prompts), policy.encode_negative().expand(len(prompts))
 
-        def run(seed=0):
+        def run(seed=0, stochastic=True):
             trajectory = policy.sample(
-                cond, uncond, CFG(args.guidance), generator=torch.Generator(device).manual_seed(seed)
+                cond,
+                uncond,
+                CFG(args.guidance),
+                generator=torch.Generator(device).manual_seed(seed),
+                stochastic=stochastic,
             )
             with torch.no_grad():
                 return policy.decode(trajectory.latents[:, -1])
+    elif flow:
+        from diffusers import StableDiffusion3Pipeline
+
+        pipe = StableDiffusion3Pipeline.from_pretrained(args.model, text_encoder_3=None, tokenizer_3=None).to(device)
+        pipe.set_progress_bar_config(disable=True)
+
+        def run(seed=0, stochastic=False):
+            return pipe(
+                prompts,
+                num_inference_steps=args.steps,
+                guidance_scale=args.guidance,
+                output_type="pt",
+                generator=torch.Generator(device).manual_seed(seed),
+            ).images
     else:
+        from diffusers import DDIMScheduler, StableDiffusionPipeline
+
         pipe = StableDiffusionPipeline.from_pretrained(
             args.model, safety_checker=None, requires_safety_checker=False
         ).to(device)
-        from diffusers import DDIMScheduler
-
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
 
-        def run(seed=0):
+        def run(seed=0, stochastic=True):
             return pipe(
                 prompts,
                 num_inference_steps=args.steps,
@@ -130,7 +171,7 @@ def worker_sampler(args, which: str) -> dict:
             ).images
 
     times = _timed(run, args.repeats)
-    images = run(seed=123).float().cpu()
+    images = run(seed=123, stochastic=not flow).float().cpu()
     torch.save(images, Path(args.work) / f"images_{which}.pt")
     return {"seconds": times, **_memory()}
 
@@ -161,17 +202,19 @@ def rl_overrides(model: str, objective: str, selection: str, args) -> list[str]:
     ]
 
 
-def worker_ours(args, objective: str, selection: str = "group") -> dict:
+def worker_ours(args, objective: str, selection: str = "group", extra: list[str] = (), name: str = "") -> dict:
     from parrot_t2i.config import load_config
     from parrot_t2i.run import setup_run
     from parrot_t2i.trainer import train_iteration
 
+    work = Path(args.work) / (name or objective + selection)
     overrides = [
         *rl_overrides(args.model, objective, selection, args),
-        f"train.output_dir={Path(args.work) / (objective + selection)}",
+        f"train.output_dir={work}",
         *args.ours_set,
+        *extra,
     ]
-    run = setup_run(load_config(None, overrides), Path(args.work) / (objective + selection))
+    run = setup_run(load_config(None, overrides), work)
     fractions, phases = [], []
 
     def iteration():
@@ -229,8 +272,14 @@ def worker_trl(args) -> dict:
 LATENT_SIDE = {"tiny": 8, "small": 16}  # CPU scales: latents 4×S×S, images 2S×2S
 
 
-def build_model(scale: str, path: Path) -> Path:
-    """The shared SD-architecture pipeline folder: SD 1.5's real shapes (GPU) or a small one (CPU)."""
+def build_model(scale: str, family: str, path: Path) -> Path:
+    """The shared pipeline folder: SD 1.5's real shapes (GPU) or a small SD-architecture one (CPU);
+    for ``--family flow`` diffusers' test-size SD3 (one joint block, latents 4×32×32, no T5)."""
+    if family == "flow":
+        sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+        from tiny_models import build_tiny_sd3
+
+        return build_tiny_sd3(path)
     if scale == "sd15":
         sys.path.insert(0, str(Path(__file__).parent))
         from sd15_iteration import build_sd15
@@ -255,12 +304,18 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=SETTINGS.group, help="images per prompt: Parrot's selection group")
     parser.add_argument("--steps", type=int, default=SETTINGS.steps)
     parser.add_argument("--guidance", type=float, default=SETTINGS.guidance)
-    parser.add_argument("--eta", type=float, default=SETTINGS.eta)
+    parser.add_argument("--eta", type=float, help="the sampler's noise (default: DDIM η 1.0; the flow SDE's a 0.7)")
+    parser.add_argument(
+        "--family",
+        choices=["unet", "flow"],
+        default="unet",
+        help="unet: SD-architecture UNet + DDIM; flow: SD3 transformer + flow SDE (TRL has no flow trainer)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--python", default=sys.executable, help="interpreter for the workers (one with trl==0.19.1 for the TRL row)"
     )
-    parser.add_argument("--only", nargs="+", choices=CONTENDERS, default=CONTENDERS)
+    parser.add_argument("--only", nargs="+", choices=CONTENDERS, help="contenders (default: all that apply)")
     parser.add_argument(
         "--ours-set",
         action="append",
@@ -273,6 +328,8 @@ def main() -> None:
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.eta = args.eta if args.eta is not None else (0.7 if args.family == "flow" else SETTINGS.eta)
+    args.only = args.only or [c for c in CONTENDERS if not (args.family == "flow" and c == "rl_trl")]
     if args.images % args.group:
         parser.error(f"--images ({args.images}) must be a multiple of --group ({args.group})")
     if args.worker:
@@ -283,6 +340,10 @@ def main() -> None:
             "rl_parrot_batch": lambda: worker_ours(args, "parrot", "global"),
             "rl_weighted_sum": lambda: worker_ours(args, "weighted_sum"),
             "rl_trl": lambda: worker_trl(args),
+            **{
+                name: lambda name=name, option=option: worker_ours(args, "parrot", extra=option(args.steps), name=name)
+                for name, option in SPEED_OPTIONS.items()
+            },
         }[args.worker]()
         Path(args.work, f"{args.worker}.json").write_text(json.dumps(result))
         return
@@ -290,8 +351,10 @@ def main() -> None:
     started = time.perf_counter()
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        model = build_model(args.scale, Path(tmp) / "model")
+        model = build_model(args.scale, args.family, Path(tmp) / "model")
         common = [
+            "--family",
+            args.family,
             *(f"--ours-set={o}" for o in args.ours_set),
             "--images",
             str(args.images),
@@ -338,18 +401,21 @@ def main() -> None:
     def ratio(a: str, b: str) -> float | None:
         return median(a) / median(b) if median(a) and median(b) else None
 
-    ratios = {
-        "sampler_ours / diffusers pipeline": (ratio("sampler_ours", "sampler_diffusers"), 1.10),
-        "rl parrot / trl DDPOTrainer": (ratio("rl_parrot", "rl_trl"), 0.5),
-        "rl parrot, selection over the batch / trl DDPOTrainer": (ratio("rl_parrot_batch", "rl_trl"), 0.5),
-        "rl weighted_sum / trl DDPOTrainer": (ratio("rl_weighted_sum", "rl_trl"), 1.0),
+    pairs = {  # label: (contender, baseline, target)
+        "sampler_ours / diffusers pipeline": ("sampler_ours", "sampler_diffusers", 1.10),
+        "rl parrot / trl DDPOTrainer": ("rl_parrot", "rl_trl", 0.5),
+        "rl parrot, selection over the batch / trl DDPOTrainer": ("rl_parrot_batch", "rl_trl", 0.5),
+        "rl weighted_sum / trl DDPOTrainer": ("rl_weighted_sum", "rl_trl", 1.0),
+        **{f"{name} / rl_parrot": (name, "rl_parrot", None) for name in SPEED_OPTIONS},
     }
+    ratios = {label: (ratio(a, b), target) for label, (a, b, target) in pairs.items() if {a, b} <= set(args.only)}
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
+    model_name = "tiny SD3 (flow SDE)" if args.family == "flow" else f"{args.scale} UNet (DDIM)"
     print(
-        f"\n{args.scale} model, {args.images} images/iteration ({args.group} per prompt), {args.steps} DDIM steps, "
-        f"CFG {args.guidance}, eta {args.eta}; median of {args.repeats}; {device}"
+        f"\n{model_name} model, {args.images} images/iteration ({args.group} per prompt), {args.steps} steps, "
+        f"CFG {args.guidance}, noise {args.eta}; median of {args.repeats}; {device}"
     )
     gpu = torch.cuda.is_available()
     print(
@@ -373,14 +439,19 @@ def main() -> None:
         )
     print("\n| ratio | measured | target |\n|---|---:|---:|")
     for label, (value, target) in ratios.items():
-        print(f"| {label} | {'—' if value is None else f'{value:.3f}'} | ≤ {target} |")
+        if value is not None or target is not None:
+            print(
+                f"| {label} | {'—' if value is None else f'{value:.3f}'} | {'' if target is None else f'≤ {target}'} |"
+            )
     if same_images is not None:
         print(f"\nsampler images, ours vs pipeline from the same seed: max |difference| = {same_images:.2e}")
-    out = Path(args.out) if args.out else RESULTS / f"bench_rl_{'gpu' if torch.cuda.is_available() else 'cpu'}.json"
+    where = "gpu" if torch.cuda.is_available() else "cpu"
+    out = Path(args.out) if args.out else RESULTS / f"bench_rl_{'flow_' if args.family == 'flow' else ''}{where}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "settings": {
-            k: getattr(args, k) for k in ("scale", "images", "group", "steps", "guidance", "eta", "repeats", "ours_set")
+            k: getattr(args, k)
+            for k in ("family", "scale", "images", "group", "steps", "guidance", "eta", "repeats", "ours_set")
         },
         "rewards": REWARDS,
         "device": device,
@@ -391,6 +462,7 @@ def main() -> None:
         "ratios": {label: {"measured": value, "target": target} for label, (value, target) in ratios.items()},
         "sampler_max_abs_image_difference": same_images,
         "wall_seconds": round(time.perf_counter() - started, 1),
+        "code_version": code_version(),
     }
     out.write_text(json.dumps(record, indent=2))
     print(f"wrote {out}")

@@ -35,10 +35,10 @@ from parrot_t2i.evaluate import evaluate, inference_from_config
 from parrot_t2i.mini import weights_path
 from parrot_t2i.mini.nets import AttributeChecker
 from parrot_t2i.pen import PromptExpander
+from parrot_t2i.policies.unet import T2IPolicy
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.rewards import build_rewards
 from parrot_t2i.runs import open_run, run_expander, run_policy
-from parrot_t2i.t2i import T2IPolicy
 
 CHECKED = ("shape", "colour", "background")
 GRID = [  # (label, changes to the defaults' inference)

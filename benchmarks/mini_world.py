@@ -46,9 +46,9 @@ from parrot_t2i.mini.world import (
     scene_dict,
 )
 from parrot_t2i.pareto import non_dominated
+from parrot_t2i.policies.unet import T2IPolicy
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.rewards import build_rewards
-from parrot_t2i.t2i import T2IPolicy
 
 TARGETS = {"shape": 0.80, "colour": 0.60, "background": 0.70}
 REWARDS = ["mini_aesthetic", "mini_preference", "mini_alignment", "mini_sentiment"]

@@ -61,11 +61,11 @@ from parrot_t2i.evaluate import Inference, evaluate, inference_from_config
 from parrot_t2i.mini import weights_path
 from parrot_t2i.mini.nets import AttributeChecker
 from parrot_t2i.pareto import hypervolume, per_prompt_hypervolume
+from parrot_t2i.policies.unet import T2IPolicy
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.rewards import build_rewards
 from parrot_t2i.runs import open_run, run_policy
 from parrot_t2i.stats import mean_ci
-from parrot_t2i.t2i import T2IPolicy
 from parrot_t2i.trainer import train
 
 RESULTS = Path(__file__).parent / "results"

@@ -43,10 +43,10 @@ from parrot_t2i.config import load_config
 from parrot_t2i.evaluate import evaluate, inference_from_config
 from parrot_t2i.pareto import hypervolume
 from parrot_t2i.plots import reward_curves, save
+from parrot_t2i.policies.unet import T2IPolicy
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.rewards import build_rewards
 from parrot_t2i.runs import open_combined, open_run, run_expander, run_policy
-from parrot_t2i.t2i import T2IPolicy
 from parrot_t2i.trainer import train
 
 RESULTS = Path(__file__).parent / "results"

@@ -34,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from parrot_t2i.diffusion import classifier_free_guidance, guided_noise
-from parrot_t2i.t2i import T2IPolicy
+from parrot_t2i.policies.unet import T2IPolicy
 
 
 def _median_seconds(fn, repeats: int) -> float:

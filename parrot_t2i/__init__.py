@@ -4,7 +4,7 @@ from .config import Config, ConfigError, load_config
 from .errors import ParrotError
 from .objectives import Objective
 from .pareto import hypervolume, non_dominated
-from .t2i import T2IPolicy
+from .policies.unet import T2IPolicy
 from .trainer import train, train_iteration
 
 __all__ = [

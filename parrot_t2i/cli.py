@@ -66,7 +66,7 @@ def _generate(args: argparse.Namespace) -> None:
     from .identifiers import DEFAULT_TEMPLATE, choose_identifiers, identifier_strings
     from .images import image_path, save_grid
     from .pen import PromptExpander
-    from .policy import load_policy
+    from .policies import load_policy
     from .rewards import build_rewards
     from .runs import open_combined, open_run, run_expander, run_policy
 
@@ -161,7 +161,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
     from .evaluate import evaluate, inference_from_config
-    from .policy import load_policy
+    from .policies import load_policy
     from .prompts import read_prompt_file
     from .report import Entry, write_report
     from .rewards import build_rewards

@@ -73,6 +73,18 @@ class ModelConfig:
     # to the UNet. Same results up to float rounding; measured on 2 CPU cores, an iteration is 6%
     # (mini model) to 11% (small SD-architecture model) faster (docs/PERFORMANCE.md).
     channels_last: bool = True
+    # The frozen weights' dtype. "bfloat16" halves their memory (FLUX.1-dev: 24 GB instead of 48 GB for
+    # the transformer); the trained set (LoRA) stays float32, as Flow-GRPO trains it.
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # Flow-matching models (SD3 / SD3.5, FLUX.1) only. Image side in pixels (null: the model's own,
+    # 1024 on SD3.5 and FLUX.1; Flow-GRPO trains at 512).
+    resolution: int | None = None
+    # The stochastic sampler: "sde" (Flow-GRPO) or "cps" (coefficients-preserving, arXiv 2509.05952);
+    # its noise level is sample.eta.
+    flow_sampler: Literal["sde", "cps"] = "sde"
+    # FLUX.1-dev's distilled guidance, an input of the transformer (FluxPipeline's guidance_scale);
+    # sample.guidance_scale is then true CFG over a negative branch (1: none, as FLUX.1-dev samples).
+    distilled_guidance: float = 3.5
 
 
 @dataclass
@@ -93,6 +105,12 @@ class SampleConfig:
     group_by: Literal["prompt", "prompt_reward"] = "prompt"
     # Images per UNet call while sampling (per process); memory knob only.
     batch_size: int = 32
+    # MixGRPO's sliding window (Li et al. 2025, arXiv 2507.21802): only this many consecutive steps
+    # are stochastic and trained, the others deterministic (Euler / DDIM η = 0), so an update costs
+    # window / T of the full chain's; the window starts at step 0 and slides one step every
+    # sde_window_shift_every iterations, back to 0 past the end. null: every step (Flow-GRPO, DDPO).
+    sde_window: int | None = None
+    sde_window_shift_every: int = 25  # MixGRPO: 25 iterations per window position
 
 
 @dataclass
@@ -236,6 +254,9 @@ class EvalConfig:
     images_per_prompt: int = 4
     # Seed of that noise.
     seed: int = 1234
+    # Denoising steps at inference (evaluation, `parrot generate --run`); null: sample.num_inference_steps.
+    # Flow-GRPO trains on fewer steps than it samples with (SD3.5: 10 vs 40; FLUX.1: 6 vs 28).
+    num_inference_steps: int | None = None
     # Identifiers prefixed at inference: "all" (the paper: "<reward 1> … <reward K> ĉ"), "none",
     # or a subset of reward numbers such as "1,3" (or 2, or [1, 3]). Ignored when training used no
     # identifiers.
@@ -298,6 +319,17 @@ class Config:
             raise ConfigError(
                 "train.num_inner_epochs > 1 reuses stale samples and needs train.clip_range (PPO clipping)"
             )
+        if self.model.dtype != "float32" and self.model.trainable != "lora":
+            raise ConfigError(
+                f"model.dtype={self.model.dtype} keeps the frozen weights in half precision: it needs "
+                f"model.trainable=lora (got {self.model.trainable!r}), whose adapters train in float32"
+            )
+        window = self.sample.sde_window
+        if window is not None and window > self.sample.num_inference_steps:
+            raise ConfigError(
+                f"sample.sde_window ({window}) is longer than the chain (sample.num_inference_steps="
+                f"{self.sample.num_inference_steps})"
+            )
         if "{k}" not in self.prompts.identifier_template:
             raise ConfigError("prompts.identifier_template must contain '{k}'")
         if self.prompts.identifier_strings and len(self.prompts.identifier_strings) != len(names):
@@ -336,6 +368,7 @@ class Range:
 
 
 ONE_OR_MORE = Range(lambda v: v >= 1, ">= 1")
+ONE_OR_MORE_OR_NULL = Range(lambda v: v is None or v >= 1, ">= 1 or null")
 AT_LEAST_ONE = Range(lambda v: v >= 1.0, ">= 1.0")
 NON_NEGATIVE = Range(lambda v: v >= 0, ">= 0")
 POSITIVE = Range(lambda v: v > 0, "> 0")
@@ -348,12 +381,16 @@ UNIT_OPEN_RIGHT = Range(lambda v: 0 <= v < 1, "in [0, 1)")
 # stands for a key (``parrot generate --w1`` for eval.w1) is checked against the same entry.
 RANGES: dict[str, Range] = {
     "model.lora_rank": ONE_OR_MORE,
+    "model.resolution": POSITIVE_OR_NULL,
+    "model.distilled_guidance": NON_NEGATIVE,
     "sample.num_inference_steps": ONE_OR_MORE,
     "sample.guidance_scale": AT_LEAST_ONE,
     "sample.eta": UNIT_OPEN_LEFT,
     "sample.prompts_per_iteration": ONE_OR_MORE,
     "sample.images_per_prompt": ONE_OR_MORE,
     "sample.batch_size": ONE_OR_MORE,
+    "sample.sde_window": ONE_OR_MORE_OR_NULL,
+    "sample.sde_window_shift_every": ONE_OR_MORE,
     "train.num_iterations": NON_NEGATIVE,
     "train.learning_rate": POSITIVE,
     "train.adam_beta1": UNIT_OPEN_RIGHT,
@@ -368,6 +405,7 @@ RANGES: dict[str, Range] = {
     "train.checkpoint_every": NON_NEGATIVE,
     "train.log_images_every": NON_NEGATIVE,
     "eval.images_per_prompt": ONE_OR_MORE,
+    "eval.num_inference_steps": ONE_OR_MORE_OR_NULL,
     "eval.w1": NON_NEGATIVE,
     "eval.w2": NON_NEGATIVE,
     "eval.guidance_rescale": UNIT,

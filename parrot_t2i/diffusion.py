@@ -15,7 +15,9 @@ prediction type, sample clipping), and is checked against ``DDIMScheduler.step``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from diffusers import DDIMScheduler
@@ -189,7 +191,7 @@ def guided_noise(
     the guided prediction is pulled towards the conditional one's standard deviation, which
     undoes the over-saturation strong guidance causes.
     """
-    return guided(unet, sample, timesteps, cond, uncond, CFG(guidance_scale, rescale))
+    return guided(unet_denoiser(unet), sample, timesteps, cond, uncond, CFG(guidance_scale, rescale))
 
 
 def original_guided_noise(
@@ -205,7 +207,7 @@ def original_guided_noise(
 ) -> Tensor:
     """Eq. 5 ε from **one** batched UNet call over [uncond; original; expanded] (three branches);
     ``rescale`` as in :func:`guided_noise`, against :func:`eq5_positive`."""
-    return guided(unet, sample, timesteps, expanded, uncond, Eq5(w1, w2, rescale), original=orig)
+    return guided(unet_denoiser(unet), sample, timesteps, expanded, uncond, Eq5(w1, w2, rescale), original=orig)
 
 
 @dataclass(frozen=True)
@@ -256,8 +258,18 @@ def combine_guided(guidance: Guidance, output: Tensor) -> Tensor:
     return rescale_noise_cfg(combined, positive, guidance.rescale) if guidance.rescale > 0 else combined
 
 
+Denoiser = Callable[[Tensor, Tensor, Conditioning], Tensor]
+"""A model call on a batch: (sample, timesteps (B,), conditioning) → the prediction (a UNet's ε, a
+flow transformer's velocity). Each policy makes one; guidance is the same arithmetic for all."""
+
+
+def unet_denoiser(unet) -> Denoiser:
+    """The UNet as a :data:`Denoiser`."""
+    return partial(_unet, unet)
+
+
 def guided(
-    unet,
+    denoise: Denoiser,
     sample: Tensor,
     timesteps: Tensor,
     cond: Conditioning,
@@ -265,17 +277,15 @@ def guided(
     guidance: Guidance,
     original: Conditioning | None = None,
 ) -> Tensor:
-    """The guided ε of ``guidance`` from **one** batched UNet call (two branches for CFG, three for
-    Eq. 5, which needs ``original``, the original prompts' conditioning). CFG at scale 1 is the
-    conditional prediction alone, one branch."""
-    if isinstance(guidance, CFG) and guidance.scale == 1.0:
-        return _unet(unet, sample, timesteps, cond)
-    branches = guidance_branches(guidance, cond, uncond, original)
+    """The guided prediction of ``guidance`` from **one** batched denoiser call (two branches for
+    CFG, three for Eq. 5, which needs ``original``, the original prompts' conditioning). CFG at
+    scale 1 is the conditional prediction alone, one branch."""
     t = timesteps.expand(len(sample))
+    if isinstance(guidance, CFG) and guidance.scale == 1.0:
+        return denoise(sample, t, cond)
+    branches = guidance_branches(guidance, cond, uncond, original)
     n = len(branches)
-    return combine_guided(
-        guidance, _unet(unet, torch.cat([sample] * n), torch.cat([t] * n), Conditioning.cat(branches))
-    )
+    return combine_guided(guidance, denoise(torch.cat([sample] * n), torch.cat([t] * n), Conditioning.cat(branches)))
 
 
 def _unet(unet, sample: Tensor, timesteps: Tensor, cond: Conditioning) -> Tensor:

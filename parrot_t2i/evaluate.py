@@ -21,7 +21,7 @@ from .config import Config
 from .diffusion import CFG, Eq5, Guidance
 from .identifiers import choose_identifiers, identifier_strings, with_identifiers
 from .pen import PromptExpander
-from .policy import Policy
+from .policies import Policy
 from .rewards import Reward, score_all
 
 
@@ -71,7 +71,7 @@ def inference_from_config(
         w2=ev.w2,
         guidance_rescale=ev.guidance_rescale,
         guidance_scale=config.sample.guidance_scale,
-        num_inference_steps=config.sample.num_inference_steps,
+        num_inference_steps=ev.num_inference_steps or config.sample.num_inference_steps,
         noise_level=0.0,
         seed=ev.seed,
         temperature=pen.temperature,

@@ -17,9 +17,9 @@ stochastic samplers share that marginal path and so can be trained by policy gra
 Both give Euler at a = 0. Log-probs use ``diffusion.transition_log_prob`` (mean over dimensions,
 the DDIM convention), so every objective and the KL work on either kind of model unchanged.
 
-``sample_flow_trajectory`` runs the chain on a flow transformer (SD3's ``SD3Transformer2DModel``:
-encoder hidden states plus ``pooled_projections``) with classifier-free guidance in one batched
-call; ``stochastic=False`` is the plain Euler sampler of ``StableDiffusion3Pipeline``.
+``sample_flow_trajectory`` runs the chain on a policy's velocity ``Denoiser`` (SD3's or FLUX's
+transformer call) with the guidance of ``diffusion.guided`` in one batched call per step;
+``stochastic=False`` is the plain Euler sampler of ``StableDiffusion3Pipeline`` and ``FluxPipeline``.
 """
 
 from __future__ import annotations
@@ -33,14 +33,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
-from .diffusion import (
-    Conditioning,
-    Guidance,
-    Trajectory,
-    combine_guided,
-    guidance_branches,
-    transition_log_prob,
-)
+from .diffusion import Conditioning, Denoiser, Guidance, Trajectory, guided, transition_log_prob
 
 FlowSampler = Literal["sde", "cps"]
 
@@ -98,32 +91,8 @@ def flow_step_mean_std(
     raise ValueError(f"unknown flow sampler {kind!r}: 'sde' or 'cps'")
 
 
-def flow_velocity(
-    transformer,
-    sample: Tensor,
-    timesteps: Tensor,
-    cond: Conditioning,
-    uncond: Conditioning,
-    guidance: Guidance,
-    original: Conditioning | None = None,
-) -> Tensor:
-    """The guided velocity from one batched transformer call over ``diffusion.guidance_branches``
-    ([∅; c] for CFG, [∅; c; ĉ] for Eq. 5), combined as the UNet's ε is. ``timesteps``: (B,) in the
-    scheduler's units (σ · 1000)."""
-    branches = guidance_branches(guidance, cond, uncond, original)
-    both, n = Conditioning.cat(branches), len(branches)
-    velocity = transformer(
-        hidden_states=torch.cat([sample] * n).to(transformer.dtype),
-        timestep=torch.cat([timesteps] * n),
-        encoder_hidden_states=both.embeds,
-        **both.added,
-        return_dict=False,
-    )[0].float()
-    return combine_guided(guidance, velocity)
-
-
 def sample_flow_trajectory(
-    transformer,
+    denoise: Denoiser,
     scheduler: FlowMatchEulerDiscreteScheduler,
     cond: Conditioning,
     uncond: Conditioning,
@@ -132,20 +101,21 @@ def sample_flow_trajectory(
     generator: torch.Generator | None = None,
     sampler: FlowSampler = "sde",
     noise_level: float = 0.7,
-    stochastic: bool = True,
+    stochastic: bool | range = True,
     original: Conditioning | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> Trajectory:
     """Run the chain from ``latents`` (pure noise at σ = 1) through ``scheduler``'s timesteps
     (``set_timesteps`` called), recording every state and each step's log-prob. ``stochastic=False``:
-    Euler, as the pipelines sample (log-probs 0: a deterministic step has no density)."""
+    Euler, as the pipelines sample (log-probs 0: a deterministic step has no density); a range:
+    those steps stochastic, Euler elsewhere (MixGRPO's window)."""
     sigmas = scheduler.sigmas.to(latents.device, torch.float32)
     sigma_max = float(sigmas[1])
     x = latents.float()
     states, log_probs = [x], []
     for i, t in enumerate(scheduler.timesteps.to(latents.device)):
-        v = flow_velocity(transformer, x, t.expand(len(x)), cond, uncond, guidance, original)
-        if stochastic:
+        v = guided(denoise, x, t.expand(len(x)), cond, uncond, guidance, original).float()
+        if stochastic is True or (stochastic is not False and i in stochastic):
             mean, std = flow_step_mean_std(sampler, x, v, sigmas[i], sigmas[i + 1], noise_level, sigma_max)
             x = mean + std * randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             log_probs.append(transition_log_prob(x, mean, std))

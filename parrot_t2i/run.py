@@ -25,7 +25,7 @@ from .diffusion import Conditioning
 from .identifiers import identifier_strings
 from .objectives import Objective
 from .pen import PromptExpander
-from .policy import Policy, load_policy
+from .policies import Policy, load_policy
 from .prompts import read_prompt_file
 from .rewards import Reward, build_rewards
 from .tracking import trackers
@@ -108,7 +108,7 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     t, pen = config.train, config.pen
     with accelerator.main_process_first():  # one process fills the model caches, the others then read them
         rewards = build_rewards(config.rewards, accelerator.device)
-        policy = load_policy(config.model.pretrained)
+        policy = load_policy(config.model.pretrained, config.model)
         expander = PromptExpander.from_pretrained(pen.pretrained, pen.template) if pen.pretrained else None
     policy.to(accelerator.device)
     policy.set_sampler(config.sample.num_inference_steps, config.sample.eta)

@@ -10,7 +10,7 @@ from .errors import ParrotError
 from .identifiers import identifier_strings
 from .learned_identifiers import FILE as IDENTIFIER_FILE
 from .pen import PromptExpander
-from .policy import Policy, load_policy
+from .policies import Policy, load_policy
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -35,7 +35,7 @@ def open_run(run: str | Path) -> tuple[Config, Path]:
 
 def run_policy(config: Config, checkpoint: Path) -> Policy:
     """The run's base T2I model with the checkpoint's trained weights (if it trained the T2I model)."""
-    policy = load_policy(config.model.pretrained)
+    policy = load_policy(config.model.pretrained, config.model)
     if (checkpoint / IDENTIFIER_FILE).is_file():  # trained with model.train_identifiers
         policy.learn_identifiers(
             identifier_strings(

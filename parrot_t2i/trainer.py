@@ -107,13 +107,27 @@ class IterationResult:
     stats: dict[str, float]
 
 
-def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True) -> IterationResult:
+def sde_window(iteration: int, num_steps: int, size: int | None, shift_every: int) -> range:
+    """The steps that are stochastic and trained on iteration ``iteration`` (0-based): all of them
+    without a window; else MixGRPO's progressive window of ``size`` steps, starting at step 0 and
+    moving one step later every ``shift_every`` iterations, back to 0 once it has reached the end."""
+    if size is None:
+        return range(num_steps)
+    start = (iteration // shift_every) % (num_steps - size + 1)
+    return range(start, start + size)
+
+
+def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True, iteration: int = 0) -> IterationResult:
     """One Parrot iteration. Every step is a plain function call on plain data.
 
     ``train_t2i`` / ``train_pen`` choose which networks this iteration updates (both, in Parrot);
-    a network the run does not train is never updated.
+    a network the run does not train is never updated. ``iteration`` (0-based) places the SDE
+    window (``sample.sde_window``).
     """
     cfg, acc = run.config, run.accelerator
+    window = sde_window(
+        iteration, cfg.sample.num_inference_steps, cfg.sample.sde_window, cfg.sample.sde_window_shift_every
+    )
     started = time.perf_counter()
 
     # 1. Prompts: draw the global batch's prompts (same on every process), keep this process's
@@ -131,9 +145,9 @@ def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True) ->
     batch = expand_batch(run, originals, groups, reward_index)
     expanded = time.perf_counter()
 
-    # 3. Sample: stochastic DDIM trajectories with per-step log-probs, then decode.
+    # 3. Sample: stochastic trajectories (in the window) with per-step log-probs, then decode.
     cond = run.policy.encode(batch.conditioned)
-    trajectory, images = sample_batch(run, cond)
+    trajectory, images = sample_batch(run, cond, window)
     sampled = time.perf_counter()
 
     # 4. Score every image with all K rewards, against the original prompt; gather the global batch.
@@ -155,7 +169,8 @@ def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True) ->
     # 6. T2I update over the timesteps of the selected samples only.
     stats: dict[str, float] = {}
     if train_t2i and run.optimizer is not None and any_selected:
-        stats.update(update_t2i(run, trajectory, cond, batch.conditioned, weights, int(selection.weights.ne(0).sum())))
+        num_selected = int(selection.weights.ne(0).sum())
+        stats.update(update_t2i(run, trajectory, cond, batch.conditioned, weights, num_selected, window))
         stats["lr"] = run.optimizer.param_groups[0]["lr"]
     updated = time.perf_counter()
 
@@ -239,14 +254,19 @@ def expand_batch(run: Run, originals: list[str], groups: Tensor, reward_index: T
     )
 
 
-def sample_batch(run: Run, cond: Conditioning) -> tuple[Trajectory, Tensor]:
-    """Sample in chunks of ``sample.batch_size`` and concatenate (B, T+1, ...) trajectories."""
+def sample_batch(run: Run, cond: Conditioning, window: range) -> tuple[Trajectory, Tensor]:
+    """Sample in chunks of ``sample.batch_size`` and concatenate (B, T+1, ...) trajectories;
+    stochastic on the steps of ``window``."""
     cfg = run.config.sample
     parts, images = [], []
     with run.accelerator.autocast():
         for idx in torch.arange(len(cond)).split(cfg.batch_size):
             part = run.policy.sample(
-                cond[idx], run.uncond.expand(len(idx)), CFG(cfg.guidance_scale), generator=run.noise_generator
+                cond[idx],
+                run.uncond.expand(len(idx)),
+                CFG(cfg.guidance_scale),
+                generator=run.noise_generator,
+                stochastic=window,
             )
             parts.append(part)
             images.append(run.policy.decode(part.latents[:, -1]))
@@ -257,7 +277,13 @@ def sample_batch(run: Run, cond: Conditioning) -> tuple[Trajectory, Tensor]:
 
 
 def update_t2i(
-    run: Run, trajectory: Trajectory, cond: Conditioning, texts: list[str], weights: Tensor, num_selected: int
+    run: Run,
+    trajectory: Trajectory,
+    cond: Conditioning,
+    texts: list[str],
+    weights: Tensor,
+    num_selected: int,
+    window: range,
 ) -> dict[str, float]:
     """Accumulate the policy gradient over the (sample, timestep) pairs of non-zero-weight samples,
     sum it across processes, then step once (per inner epoch).
@@ -267,8 +293,9 @@ def update_t2i(
     UNet and the DDIM step take one timestep per row): P selected samples × T steps cost
     ⌈P·T / batch_size⌉ calls, not T·⌈P / batch_size⌉ part-filled ones. Each UNet call has a fixed
     cost, so this is what makes skipping dominated samples pay in proportion (docs/PERFORMANCE.md).
-    With ``timestep_fraction < 1`` each sample trains on a random subset of its steps, scaled by
-    T / steps so the loss stays an unbiased estimate of the sum over all T steps. With
+    Only the steps of ``window`` (all T without ``sample.sde_window``) are trained: the others were
+    deterministic. With ``timestep_fraction < 1`` each sample trains on a random subset of them,
+    scaled by |window| / steps so the loss stays an unbiased estimate of the sum over the window. With
     ``train.kl_coef`` β > 0 each pair also carries β · KL(p_θ ‖ p_ref) / ``num_selected`` (the
     global count of non-zero weights), the reference's mean computed without gradients.
     ``texts`` (the conditioning prompts) are encoded again, with gradients, when the identifiers'
@@ -276,7 +303,7 @@ def update_t2i(
     """
     cfg, acc = run.config, run.accelerator
     active = weights.nonzero().squeeze(1)  # (P,) on this process; may be empty while peers have some
-    num_steps = trajectory.log_probs.shape[1]
+    num_steps = len(window)
     steps_trained = max(1, math.ceil(cfg.train.timestep_fraction * num_steps))
     scale = num_steps / steps_trained
     kl_coef = cfg.train.kl_coef
@@ -288,7 +315,7 @@ def update_t2i(
             order = torch.rand(len(active), num_steps, generator=gen, device=gen.device).argsort(1)[:, :steps_trained]
         else:
             order = torch.arange(num_steps).expand(len(active), num_steps)
-        order = order.to(trajectory.latents.device)  # (P, steps_trained) step indices per sample
+        order = (order + window.start).to(trajectory.latents.device)  # (P, steps_trained) step indices per sample
         # Every (sample, step) pair, step-major, then cut into chunks of train.batch_size rows.
         pair_rows = torch.arange(len(active), device=active.device).repeat(steps_trained)
         pair_steps = order.T.reshape(-1)
@@ -434,7 +461,7 @@ def train(config: Config, resume: Path | None = None) -> Path:
             t = config.train
             bar.set_description("parrot" if t.t2i and t.pen else ("T2I only" if t.t2i else "PEN only"))
             while done < total:
-                result = train_iteration(run, t.t2i, t.pen)
+                result = train_iteration(run, t.t2i, t.pen, iteration=done)
                 done += 1  # the weights now are those of this iteration
                 history.append(result.stats)
                 bar.update()

@@ -299,7 +299,7 @@ def test_mini_training_commands_write_loadable_models_and_resume(tmp_path, capsy
 
 
 def test_mini_train_t2i_runs_both_phases_and_loads(tmp_path, capsys):
-    from parrot_t2i.t2i import T2IPolicy
+    from parrot_t2i.policies.unet import T2IPolicy
 
     out, work = tmp_path / "t2i", tmp_path / "work"
     assert (

@@ -15,7 +15,7 @@ from parrot_t2i.diffusion import (
     step_log_prob,
     transition_log_prob,
 )
-from parrot_t2i.t2i import T2IPolicy
+from parrot_t2i.policies.unet import T2IPolicy
 
 
 def test_log_prob_convention_is_mean_over_dimensions():

@@ -22,7 +22,7 @@ from parrot_t2i.identifiers import (
 )
 from parrot_t2i.mini.world import unsupported_words
 from parrot_t2i.pen import PromptExpander
-from parrot_t2i.t2i import T2IPolicy
+from parrot_t2i.policies.unet import T2IPolicy
 
 
 def test_identifier_parsing():
@@ -59,6 +59,10 @@ def test_config_identifiers_and_inference_settings():
     ]
     with pytest.raises(ConfigError, match="eval.identifiers 7: expected 'all', 'none' or reward numbers 1..4"):
         load_config(None, ["eval.identifiers=7"])
+    # Inference may run a longer chain than training (Flow-GRPO: 10 training steps, 40 at inference).
+    assert inference.num_inference_steps == config.sample.num_inference_steps == 20
+    longer = load_config(None, ["sample.num_inference_steps=10", "eval.num_inference_steps=40"])
+    assert inference_from_config(longer, None).num_inference_steps == 40
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ from parrot_t2i.checkpoint import save_checkpoint
 from parrot_t2i.config import load_config
 from parrot_t2i.identifiers import identifier_strings
 from parrot_t2i.learned_identifiers import FILE
+from parrot_t2i.policies.unet import T2IPolicy
 from parrot_t2i.run import setup_run
 from parrot_t2i.runs import run_policy
-from parrot_t2i.t2i import T2IPolicy
 from parrot_t2i.trainer import train_iteration
 
 

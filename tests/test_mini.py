@@ -29,8 +29,8 @@ from parrot_t2i.mini.world import (
     short_prompt,
     training_caption,
 )
+from parrot_t2i.policies.unet import T2IPolicy
 from parrot_t2i.rewards import build_reward
-from parrot_t2i.t2i import T2IPolicy
 
 SCENE = Scene("circle", "red", "dark blue", "large", "left", "vivid", "plain", "sharp", "bright")
 

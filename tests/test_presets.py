@@ -14,10 +14,10 @@ from safetensors.torch import save_file
 from tiny_models import build_tiny_pen
 
 from parrot_t2i.config import load_config
+from parrot_t2i.policies.unet import T2IPolicy
 from parrot_t2i.rewards.clip import ScoreHead
 from parrot_t2i.run import setup_run
 from parrot_t2i.runs import open_run, run_expander, run_policy
-from parrot_t2i.t2i import T2IPolicy
 from parrot_t2i.trainer import train
 
 
@@ -106,6 +106,33 @@ def test_preset_code_path_trains_one_iteration_on_tiny_models(preset, model, req
         pipe = DiffusionPipeline.from_pretrained(tiny_model)
         pipe.load_lora_weights(checkpoint)
         assert any("lora" in n for n, _ in pipe.unet.named_parameters())
+
+
+@pytest.mark.parametrize(("preset", "kind"), [("sd35-medium-lora", "sd3"), ("flux-dev-lora", "flux")])
+def test_flow_presets_train_one_iteration_on_tiny_models(preset, kind, tiny_real_models, tmp_path):
+    """SD3.5 and FLUX.1-dev presets on tiny models of the same classes: bf16 weights, float32 LoRA,
+    a longer chain at inference than in training, and a LoRA their own pipelines load."""
+    from tiny_models import build_tiny_flux, build_tiny_sd3
+
+    model = (build_tiny_sd3 if kind == "sd3" else build_tiny_flux)(tmp_path / kind)
+    faithful = load_config(preset)
+    assert (faithful.model.dtype, faithful.model.trainable, faithful.model.resolution) == ("bfloat16", "lora", 512)
+    assert faithful.eval.num_inference_steps > faithful.sample.num_inference_steps  # Flow-GRPO's 10 / 40, 6 / 28
+    config = preset_on_tiny_models(
+        preset, model, tiny_real_models, tmp_path, "model.resolution=32", "eval.num_inference_steps=3"
+    )
+    run_dir = train(config)
+    metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    for name in ("laion_aesthetic", "pickscore", "clip_score", "clip_sentiment"):
+        assert torch.isfinite(torch.tensor(metrics[f"reward/{name}/mean"]))
+    assert metrics["grad_norm"] > 0 and metrics["pen/grad_norm"] > 0
+    trained = run_policy(*open_run(run_dir))
+    lora = [p for n, p in trained.transformer.named_parameters() if "lora" in n]
+    assert trained.transformer.dtype == torch.bfloat16 and lora and all(p.dtype == torch.float32 for p in lora)
+    without_t5 = {"text_encoder_3": None, "tokenizer_3": None} if kind == "sd3" else {}
+    pipe = trained.pipeline_class.from_pretrained(model, dtype=torch.bfloat16, **without_t5)
+    pipe.load_lora_weights(open_run(run_dir)[1])
+    assert any("lora" in n for n, _ in pipe.transformer.named_parameters())
 
 
 def test_presets_without_their_weights_fail_with_one_clear_line(capsys, tmp_path):

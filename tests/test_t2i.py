@@ -5,8 +5,8 @@ from diffusers import StableDiffusionPipeline
 from parrot_t2i.builtin import resolve
 from parrot_t2i.diffusion import CFG
 from parrot_t2i.errors import ParrotError
-from parrot_t2i.policy import Policy
-from parrot_t2i.t2i import T2IPolicy
+from parrot_t2i.policies import Policy
+from parrot_t2i.policies.unet import T2IPolicy
 
 
 def test_loads_pixel_and_vae_models_through_from_pretrained(tiny_pixel_model, tiny_sd_model):

@@ -9,7 +9,7 @@ import torch
 from parrot_t2i.config import ConfigError, load_config
 from parrot_t2i.diffusion import CFG
 from parrot_t2i.run import load_prompts, setup_run
-from parrot_t2i.trainer import assign_rewards, condition, train, train_iteration
+from parrot_t2i.trainer import assign_rewards, condition, sde_window, train, train_iteration
 
 
 def tiny_config(tmp_path, *overrides):
@@ -397,3 +397,26 @@ def test_runs_started_into_one_output_dir_at_once_claim_different_folders(tmp_pa
     empty = tmp_path / "runs" / "empty"
     empty.mkdir()
     assert claim_run_dir(empty) == empty  # an empty folder is free to use
+
+
+def test_the_sde_window_slides_as_mixgrpos_by_hand():
+    # T = 5, a window of 2 moving one step every 3 iterations: 4 positions (starts 0-3), then back to 0.
+    assert [sde_window(i, 5, 2, 3).start for i in range(13)] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 0]
+    assert sde_window(1, 5, 2, 3) == range(0, 2) and sde_window(4, 5, 2, 3) == range(1, 3)
+    assert sde_window(7, 5, None, 3) == range(5) and sde_window(9, 5, 5, 1) == range(5)
+
+
+def test_only_the_window_is_stochastic_and_only_it_is_trained(tmp_path):
+    run = setup_run(tiny_config(tmp_path, "sample.sde_window=2", "sample.sde_window_shift_every=1"), tmp_path)
+    sampled, trained = [], []
+    sample, step_mean_std = run.policy.sample, run.policy.step_mean_std
+    run.policy.sample = lambda *a, **k: sampled.append(sample(*a, **k)) or sampled[-1]
+    run.policy.step_mean_std = lambda x, t, *a: trained.extend(t.tolist()) or step_mean_std(x, t, *a)
+    result = train_iteration(run, iteration=1)  # the window's second position: steps 1 and 2 of 4
+    assert result.stats["selected"] > 0
+    log_probs = torch.cat([t.log_probs for t in sampled])
+    assert (log_probs[:, 1:3] != 0).all() and (log_probs[:, [0, 3]] == 0).all()
+    timesteps = sampled[0].timesteps.tolist()
+    assert set(trained) == {timesteps[1], timesteps[2]}
+    with pytest.raises(ConfigError, match="sample.sde_window \\(5\\) is longer than the chain"):
+        tiny_config(tmp_path, "sample.sde_window=5")

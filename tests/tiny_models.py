@@ -1,5 +1,6 @@
 """Tiny random models the tests build from configs with the real classes and save for
-``from_pretrained``: SDXL, CLIP (the reward backbones), a GPT-2 PEN, a ViT classifier and BLIP.
+``from_pretrained``: SDXL, SD3, FLUX.1, CLIP (the reward backbones), a GPT-2 PEN, a ViT classifier
+and BLIP.
 The package keeps only what ``builtin:tiny`` needs (parrot_t2i/tiny.py); these are the tests' own."""
 
 from __future__ import annotations
@@ -216,22 +217,37 @@ def build_tiny_blip(root: str | Path, *, seed: int = 0):
     return BlipForImageTextRetrieval(config).eval(), ScoreHead(32).eval(), tokenizer
 
 
+def flow_vae(latent_channels: int):
+    """The one-level VAE of diffusers' SD3 / FLUX tests (no downsampling: latents C×S×S for S×S
+    images), with SD3's shift and scaling factors."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+
+
 @keeps_global_rng
-def build_tiny_sd3(path: str | Path, *, seed: int = 0, hidden_size: int = 32) -> Path:
+def build_tiny_sd3(path: str | Path, *, seed: int = 0, hidden_size: int = 32, t5: bool = False) -> Path:
     """A tiny random ``StableDiffusion3Pipeline`` folder at diffusers' own test sizes: an
     ``SD3Transformer2DModel`` (one joint block, patch 1, latents 4×32×32), two CLIP text encoders with
-    projections and no T5 (SD3 runs without it: zeros in its place), a VAE and the flow-matching
-    Euler scheduler."""
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        SD3Transformer2DModel,
-        StableDiffusion3Pipeline,
-    )
+    projections, a T5 encoder only with ``t5`` (SD3 runs without it: zeros in its place), a VAE and
+    the flow-matching Euler scheduler."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
-    tokenizers = tiny_tokenizer(), tiny_tokenizer()
+    tokenizers, tokenizer_3 = (tiny_tokenizer(), tiny_tokenizer()), tiny_t5_tokenizer()
     encoders = []
     for tokenizer in tokenizers:
         config = small_text_encoder(tokenizer, hidden_size).config
@@ -249,19 +265,7 @@ def build_tiny_sd3(path: str | Path, *, seed: int = 0, hidden_size: int = 32) ->
         pooled_projection_dim=2 * hidden_size,  # and their pooled projections
         out_channels=4,
     )
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(4,),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = flow_vae(latent_channels=4)
     pipe = StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
@@ -270,8 +274,77 @@ def build_tiny_sd3(path: str | Path, *, seed: int = 0, hidden_size: int = 32) ->
         tokenizer=tokenizers[0],
         text_encoder_2=encoders[1],
         tokenizer_2=tokenizers[1],
-        text_encoder_3=None,
-        tokenizer_3=None,
+        text_encoder_3=tiny_t5_encoder(tokenizer_3, 2 * hidden_size) if t5 else None,  # T5's width: the CLIPs'
+        tokenizer_3=tokenizer_3 if t5 else None,
+    )
+    path = Path(path)
+    pipe.save_pretrained(path)
+    return path
+
+
+def tiny_t5_tokenizer():
+    """A T5 tokenizer built offline: a Unigram model over lower-case letters, digits and the
+    punctuation prompts use, with T5's special tokens (pad 0, eos 1, unk 2) and its ``</s>`` suffix."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    symbols = string.ascii_lowercase + string.digits + " <>,.-'!?"
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [(c, -3.0) for c in symbols] + [("▁" + c, -2.5) for c in string.ascii_lowercase]
+    backend = Tokenizer(models.Unigram(vocab, unk_id=2))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(
+        tokenizer_object=backend, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0
+    )
+
+
+def tiny_t5_encoder(tokenizer, d_model: int = 32):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(
+        T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4)
+    )
+
+
+@keeps_global_rng
+def build_tiny_flux(path: str | Path, *, seed: int = 0, guidance_embeds: bool = True, hidden_size: int = 32) -> Path:
+    """A tiny random ``FluxPipeline`` folder at diffusers' own test sizes: a ``FluxTransformer2DModel``
+    (one double and one single block, guidance-distilled like FLUX.1-dev unless ``guidance_embeds``
+    is false), a CLIP (pooled) and a T5 (tokens) text encoder, a VAE with one level (latents 1×S×S for
+    S×S images, packed to (S/2)² tokens of 4) and the shifted flow-matching Euler scheduler."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer, tokenizer_2 = tiny_tokenizer(), tiny_t5_tokenizer()
+    text_encoder = CLIPTextModel(small_text_encoder(tokenizer, hidden_size).config)
+    text_encoder_2 = tiny_t5_encoder(tokenizer_2, hidden_size)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=hidden_size,  # T5's width
+        pooled_projection_dim=hidden_size,  # CLIP's
+        axes_dims_rope=[4, 4, 8],
+        guidance_embeds=guidance_embeds,
+    )
+    vae = flow_vae(latent_channels=1)
+    pipe = FluxPipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
     )
     path = Path(path)
     pipe.save_pretrained(path)

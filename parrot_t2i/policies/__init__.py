@@ -14,7 +14,6 @@ listed in docs/ARCHITECTURE.md.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -23,8 +22,9 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from .builtin import resolve
-from .diffusion import CFG, Conditioning, Guidance, Trajectory
+from ..builtin import resolve
+from ..config import ModelConfig
+from ..diffusion import CFG, Conditioning, Guidance, Trajectory
 
 
 @runtime_checkable
@@ -54,13 +54,14 @@ class Policy(Protocol):
         guidance: Guidance,
         *,
         generator: torch.Generator | None = None,
-        stochastic: bool = True,
+        stochastic: bool | range = True,
         num_inference_steps: int | None = None,
         noise_level: float | None = None,
         original: Conditioning | None = None,
         on_step: Callable[[], None] | None = None,
     ) -> Trajectory:
-        """A batch from fresh noise: every state and each step's log-prob (0 when deterministic)."""
+        """A batch from fresh noise: every state and each step's log-prob (0 when deterministic).
+        ``stochastic``: every step, none, or a range of steps (the others deterministic)."""
 
     def step_mean_std(
         self, sample: Tensor, timesteps: Tensor, cond: Conditioning, uncond: Conditioning, guidance: CFG
@@ -95,15 +96,40 @@ class Policy(Protocol):
     def enable_memory_savings(self, gradient_checkpointing: bool, vae_slicing: bool) -> None: ...
 
 
-def load_policy(name_or_path: str) -> Policy:
-    """The policy for a model, recognised from its ``model_index.json``: SD3 / SD3.5 folders get
-    ``SD3Policy`` (T5 loaded when the folder has one), everything else ``T2IPolicy``."""
-    source = Path(resolve(name_or_path, "t2i"))
-    index = source / "model_index.json"
-    if index.is_file() and json.loads(index.read_text()).get("_class_name") == "StableDiffusion3Pipeline":
+def load_policy(name_or_path: str, model: ModelConfig | None = None) -> Policy:
+    """The policy for a model (folder, hub id or ``builtin:`` name), recognised from the pipeline
+    class its ``model_index.json`` names: ``SD3Policy`` for SD3 / SD3.5 (T5 loaded when the model
+    has one), ``FluxPolicy`` for FLUX.1, else ``T2IPolicy``. ``model``: the weights' dtype and the
+    options a flow model takes (``model.resolution``, ``model.flow_sampler``, ``model.distilled_guidance``)."""
+    model = model or ModelConfig()
+    source, dtype = resolve(name_or_path, "t2i"), getattr(torch, model.dtype)
+    index = _model_index(source)
+    pipeline = index.get("_class_name")
+    if pipeline == "StableDiffusion3Pipeline":
         from .sd3 import SD3Policy
 
-        return SD3Policy.from_pretrained(str(source), t5=(source / "text_encoder_3").is_dir())
-    from .t2i import T2IPolicy
+        t5 = index.get("text_encoder_3", [None])[0] is not None  # saved without T5: listed as null
+        return SD3Policy.from_pretrained(source, dtype, t5=t5, resolution=model.resolution, sampler=model.flow_sampler)
+    if pipeline == "FluxPipeline":
+        from .flux import FluxPolicy
 
-    return T2IPolicy.from_pretrained(name_or_path)
+        return FluxPolicy.from_pretrained(
+            source,
+            dtype,
+            resolution=model.resolution,
+            sampler=model.flow_sampler,
+            distilled_guidance=model.distilled_guidance,
+        )
+    from .unet import T2IPolicy
+
+    return T2IPolicy.from_pretrained(name_or_path, dtype)
+
+
+def _model_index(source: str) -> dict:
+    """A folder's or (cached) hub model's ``model_index.json``; empty where there is none."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        return DiffusionPipeline.load_config(source)
+    except (OSError, ValueError):  # no index (a bare UNet folder), or a hub id not downloaded: T2IPolicy says so
+        return {}

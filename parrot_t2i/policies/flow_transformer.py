@@ -1,15 +1,13 @@
-"""The flow-matching policy for Stable Diffusion 3 / 3.5: ``SD3Transformer2DModel`` with the
-stochastic flow step of ``flow.py`` (Flow-GRPO's SDE or CPS), behind the ``Policy`` interface.
+"""What every flow-matching transformer policy shares (SD3 / SD3.5 in ``sd3.py``, FLUX.1 in
+``flux.py``): the stochastic flow chain of ``flow.py`` (Flow-GRPO's SDE or CPS) over the
+transformer's velocity, its per-sample recomputation for the update, LoRA on the attention
+projections saved in the layout the diffusers pipeline's ``load_lora_weights`` reads, the
+reference model of the KL (adapters disabled), and devices and memory.
 
-Prompts are encoded by diffusers' own ``StableDiffusion3Pipeline.encode_prompt`` (two CLIPs'
-penultimate states concatenated and padded to the T5 width, T5's states after them, the CLIPs'
-pooled projections as ``pooled_projections``), so the conditioning is exactly the pipeline's; T5
-is optional (``t5=False``: zeros in its place, as the pipeline does). The deterministic sampler
-is the pipeline's Euler chain (tested equal to it on a tiny SD3).
-
-The trainable set is LoRA on the attention projections of every joint block (both streams, as
-diffusers' SD3 LoRA training script targets them), saved in the layout
-``StableDiffusion3Pipeline.load_lora_weights`` reads, or the full transformer.
+A backbone subclass supplies only what differs between the models: how prompts are encoded
+(``encode``), how the transformer is called (``denoise``, a ``diffusion.Denoiser``), the latent
+layout and how the pipeline draws and decodes it (``latent_shape``, ``initial_latents``,
+``decode``), the noise schedule (``set_timesteps``), and the pipeline class and LoRA targets.
 """
 
 from __future__ import annotations
@@ -21,43 +19,72 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
-from diffusers.utils.torch_utils import randn_tensor
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from .builtin import resolve
-from .diffusion import CFG, Conditioning, Guidance, Trajectory
-from .errors import ParrotError, missing_weights_error
-from .flow import FlowSampler, flow_step_mean_std, flow_velocity, sample_flow_trajectory, step_sigmas
+from ..builtin import resolve
+from ..diffusion import CFG, Conditioning, Guidance, Trajectory, guided
+from ..errors import ParrotError, missing_weights_error
+from ..flow import FlowSampler, flow_step_mean_std, sample_flow_trajectory, step_sigmas
 
 TRAINABLE_FILE = "transformer_trainable.safetensors"
-# The attention projections of both streams of every joint block.
-LORA = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
 
 
 @dataclass
-class SD3Policy:
-    pipe: StableDiffusion3Pipeline  # the components, and diffusers' own prompt encoding
-    noise_level: float = 0.7  # a of the flow SDE (Flow-GRPO: 0.7 for SD3.5), set by set_sampler
-    sampler: FlowSampler = "sde"
-    identifiers: None = None  # learnt identifier embeddings: not supported for SD3 yet
+class FlowTransformerPolicy:
+    pipe: DiffusionPipeline  # the components, and diffusers' own prompt encoding
+    resolution: int  # image side in pixels
+    noise_level: float = 0.7  # a of the flow SDE (Flow-GRPO: 0.7 on SD3.5, 0.9 on FLUX), set by set_sampler
+    sampler: FlowSampler = "sde"  # model.flow_sampler
+    identifiers: None = None  # learnt identifier embeddings: not supported on flow models yet
     trainable_file: ClassVar[str] = TRAINABLE_FILE
+    pipeline_class: ClassVar[type[DiffusionPipeline]]
+    lora_targets: ClassVar[list[str]]  # module-name suffixes of the transformer LoRA adapts
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, torch_dtype: torch.dtype = torch.float32, t5: bool = True) -> SD3Policy:
-        """An SD3 / SD3.5 folder or hub id; ``t5=False`` loads it without its T5 encoder."""
+    def load_pipeline(cls, name_or_path: str, torch_dtype: torch.dtype, **components) -> DiffusionPipeline:
+        """The backbone's pipeline from a folder or hub id, frozen, in eval mode, without progress bars."""
         source = resolve(name_or_path, "t2i")
-        without_t5 = {} if t5 else {"text_encoder_3": None, "tokenizer_3": None}
         try:
-            pipe = StableDiffusion3Pipeline.from_pretrained(source, torch_dtype=torch_dtype, **without_t5)
+            pipe = cls.pipeline_class.from_pretrained(source, dtype=torch_dtype, **components)
         except OSError as err:
             raise missing_weights_error(source, err) from None
-        for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2, pipe.text_encoder_3):
-            if module is not None:
+        for module in pipe.components.values():
+            if isinstance(module, torch.nn.Module):
                 module.requires_grad_(False).eval()
         pipe.set_progress_bar_config(disable=True)
-        return cls(pipe)
+        return pipe
+
+    # ------------------------------------------------------------------ what a backbone supplies
+
+    def encode(self, prompts: list[str], grad: bool = False) -> Conditioning:
+        raise NotImplementedError
+
+    def denoise(self, sample: Tensor, timesteps: Tensor, cond: Conditioning) -> Tensor:
+        """The transformer's velocity in float32 (a ``diffusion.Denoiser``); timesteps in the
+        scheduler's units (σ · 1000)."""
+        raise NotImplementedError
+
+    def latent_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def initial_latents(self, n: int, generator: torch.Generator | None) -> Tensor:
+        """Pure noise for ``n`` samples, drawn as the pipeline draws it (same generator, same latents)."""
+        raise NotImplementedError
+
+    def set_timesteps(self, scheduler: FlowMatchEulerDiscreteScheduler, num_inference_steps: int) -> None:
+        """The pipeline's schedule of ``num_inference_steps`` on ``scheduler``."""
+        raise NotImplementedError
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Latents to images (B, 3, H, W) in [0, 1], as the pipeline decodes them."""
+        raise NotImplementedError
+
+    def fits(self, text: str) -> bool:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the chain
 
     @property
     def transformer(self):
@@ -71,30 +98,11 @@ class SD3Policy:
     def device(self) -> torch.device:
         return self.transformer.device
 
-    @property
-    def resolution(self) -> int:
-        return self.transformer.config.sample_size * self.pipe.vae_scale_factor
-
-    def latent_shape(self) -> tuple[int, int, int]:
-        side = self.transformer.config.sample_size
-        return (self.transformer.config.in_channels, side, side)
-
-    def fits(self, text: str) -> bool:
-        """Whether the CLIP encoders take ``text`` whole (T5 takes longer prompts)."""
-        return len(self.pipe.tokenizer(text).input_ids) <= self.pipe.tokenizer.model_max_length
-
-    def encode(self, prompts: list[str], grad: bool = False) -> Conditioning:
-        with torch.set_grad_enabled(grad):
-            embeds, _, pooled, _ = self.pipe.encode_prompt(
-                prompts, prompts, prompts, device=self.device, do_classifier_free_guidance=False
-            )
-        return Conditioning(embeds, {"pooled_projections": pooled})
-
     def encode_negative(self) -> Conditioning:
         return self.encode([""])
 
     def set_sampler(self, num_inference_steps: int, noise_level: float) -> None:
-        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        self.set_timesteps(self.scheduler, num_inference_steps)
         self.noise_level = noise_level
 
     @torch.no_grad()
@@ -105,27 +113,25 @@ class SD3Policy:
         guidance: Guidance,
         *,
         generator: torch.Generator | None = None,
-        stochastic: bool = True,
+        stochastic: bool | range = True,
         num_inference_steps: int | None = None,
         noise_level: float | None = None,
         original: Conditioning | None = None,
         on_step: Callable[[], None] | None = None,
     ) -> Trajectory:
-        """The chain from fresh noise (drawn as the pipeline draws it): the flow SDE with
-        log-probs, or with ``stochastic=False`` the pipeline's Euler sampler."""
+        """The chain from fresh noise: the flow SDE (or CPS) with log-probs, or with
+        ``stochastic=False`` the pipeline's Euler sampler. ``num_inference_steps`` samples on a copy
+        of the scheduler (the training sampler's schedule stays)."""
         scheduler = self.scheduler
         if num_inference_steps is not None:
             scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config)
-            scheduler.set_timesteps(num_inference_steps, device=self.device)
-        latents = randn_tensor(
-            (len(cond), *self.latent_shape()), generator=generator, device=self.device, dtype=torch.float32
-        )
+            self.set_timesteps(scheduler, num_inference_steps)
         return sample_flow_trajectory(
-            self.transformer,
+            self.denoise,
             scheduler,
             cond,
             uncond,
-            latents,
+            self.initial_latents(len(cond), generator),
             guidance,
             generator,
             self.sampler,
@@ -140,27 +146,21 @@ class SD3Policy:
     ) -> tuple[Tensor, Tensor]:
         """The training sampler's transition at per-sample ``timesteps``, with gradients."""
         sigma, sigma_next = step_sigmas(self.scheduler, timesteps)
-        velocity = flow_velocity(self.transformer, sample, timesteps, cond, uncond, guidance)
+        velocity = guided(self.denoise, sample, timesteps, cond, uncond, guidance).float()
         sigma_max = float(self.scheduler.sigmas[1])
         return flow_step_mean_std(self.sampler, sample, velocity, sigma, sigma_next, self.noise_level, sigma_max)
 
-    def decode(self, latents: Tensor) -> Tensor:
-        """Latents to images (B, 3, H, W) in [0, 1], as the pipeline decodes them."""
-        vae = self.pipe.vae
-        scaled = latents / vae.config.scaling_factor + vae.config.shift_factor
-        return (vae.decode(scaled.to(vae.dtype), return_dict=False)[0].float() / 2 + 0.5).clamp(0, 1)
-
-    def train(self, mode: bool = True) -> SD3Policy:
+    def train(self, mode: bool = True) -> FlowTransformerPolicy:
         self.transformer.train(mode)
         return self
 
     # ------------------------------------------------------------------ devices and memory
 
-    def to(self, device: torch.device | str) -> SD3Policy:
+    def to(self, device: torch.device | str) -> FlowTransformerPolicy:
         self.pipe.to(device)
         return self
 
-    def use_channels_last(self) -> SD3Policy:
+    def use_channels_last(self) -> FlowTransformerPolicy:
         """Nothing to do: a transformer has no convolutions to lay out (``model.channels_last``
         concerns the UNet)."""
         return self
@@ -179,22 +179,27 @@ class SD3Policy:
         if mode == "full":
             self.transformer.requires_grad_(True)
         elif mode == "lora":
+            from diffusers.training_utils import cast_training_params
             from peft import LoraConfig
 
             self.transformer.add_adapter(
                 LoraConfig(
-                    r=lora_rank, lora_alpha=lora_alpha or lora_rank, init_lora_weights="gaussian", target_modules=LORA
+                    r=lora_rank,
+                    lora_alpha=lora_alpha or lora_rank,
+                    init_lora_weights="gaussian",
+                    target_modules=self.lora_targets,
                 )
             )
+            cast_training_params(self.transformer, torch.float32)  # float32 adapters on bf16 / fp16 weights
         else:
             raise ParrotError(
-                f"model.trainable={mode!r} is the UNet's: an SD3 transformer trains 'lora' or 'full' (it has no "
+                f"model.trainable={mode!r} is the UNet's: a flow transformer trains 'lora' or 'full' (it has no "
                 "separate cross-attention)"
             )
         return [p for p in self.transformer.parameters() if p.requires_grad]
 
     def learn_identifiers(self, strings: list[str]) -> torch.nn.Parameter:
-        raise ParrotError("model.train_identifiers is not supported for SD3 yet (three text encoders)")
+        raise ParrotError("model.train_identifiers is not supported on flow models yet (several text encoders)")
 
     @contextmanager
     def adapters_disabled(self) -> Iterator[None]:
@@ -205,14 +210,14 @@ class SD3Policy:
             self.transformer.enable_adapters()
 
     def save_trainable(self, directory: str | Path, mode: str) -> None:
-        """LoRA in the layout ``StableDiffusion3Pipeline.load_lora_weights`` reads; the full
-        transformer's weights as safetensors."""
+        """LoRA in the layout the pipeline's ``load_lora_weights`` reads; the full transformer's
+        weights as safetensors."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if mode == "lora":
             from peft.utils import get_peft_model_state_dict
 
-            StableDiffusion3Pipeline.save_lora_weights(
+            self.pipeline_class.save_lora_weights(
                 directory, transformer_lora_layers=get_peft_model_state_dict(self.transformer)
             )
             return

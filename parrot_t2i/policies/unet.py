@@ -32,10 +32,19 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
 
-from .builtin import resolve
-from .diffusion import CFG, Conditioning, Guidance, Trajectory, ddim_step_log_prob, guided, step_mean_std
-from .errors import ParrotError, missing_weights_error
-from .learned_identifiers import LearnedIdentifiers
+from ..builtin import resolve
+from ..diffusion import (
+    CFG,
+    Conditioning,
+    Guidance,
+    Trajectory,
+    ddim_step_log_prob,
+    guided,
+    step_mean_std,
+    unet_denoiser,
+)
+from ..errors import ParrotError, missing_weights_error
+from ..learned_identifiers import LearnedIdentifiers
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +153,7 @@ class T2IPolicy:
         guidance: Guidance,
         *,
         generator: torch.Generator | None = None,
-        stochastic: bool = True,
+        stochastic: bool | range = True,
         num_inference_steps: int | None = None,
         noise_level: float | None = None,
         original: Conditioning | None = None,
@@ -153,8 +162,9 @@ class T2IPolicy:
         """Run the DDIM chain for a batch from fresh noise, recording x_T … x_0 and every step's
         log-prob: the stochastic policy (η = ``noise_level``, by default the training sampler's),
         or with ``stochastic=False`` deterministic DDIM through the scheduler's own ``step``
-        (log-probs 0). ``num_inference_steps`` samples on a copy of the scheduler (the training
-        sampler's timesteps stay); ``original`` is Eq. 5's original-prompt conditioning."""
+        (log-probs 0); ``stochastic`` a range: those steps stochastic, deterministic elsewhere.
+        ``num_inference_steps`` samples on a copy of the scheduler (the training sampler's timesteps
+        stay); ``original`` is Eq. 5's original-prompt conditioning."""
         scheduler = self.scheduler
         if num_inference_steps is not None:
             scheduler = DDIMScheduler.from_config(self.scheduler.config)
@@ -165,9 +175,10 @@ class T2IPolicy:
         x = x * scheduler.init_noise_sigma
         latents, log_probs = [x], []
         timesteps = scheduler.timesteps.to(device)
-        for t in timesteps:
-            eps = guided(self.unet, scheduler.scale_model_input(x, t), t.reshape(1), cond, uncond, guidance, original)
-            if stochastic:
+        denoise = unet_denoiser(self.unet)
+        for i, t in enumerate(timesteps):
+            eps = guided(denoise, scheduler.scale_model_input(x, t), t.reshape(1), cond, uncond, guidance, original)
+            if stochastic is True or (stochastic is not False and i in stochastic):
                 x, log_prob = ddim_step_log_prob(scheduler, eps, t, x, eta, generator=generator)
             else:
                 x, log_prob = scheduler.step(eps, t, x, eta=0.0).prev_sample, torch.zeros(len(x), device=device)
@@ -303,6 +314,9 @@ class T2IPolicy:
                     target_modules=LORA_TARGETS,
                 )
             )
+            from diffusers.training_utils import cast_training_params
+
+            cast_training_params(self.unet, torch.float32)  # float32 adapters on bf16 / fp16 weights (model.dtype)
         else:
             raise ValueError(f"unknown trainable set {mode!r}")
         params = [p for p in self.unet.parameters() if p.requires_grad]
