@@ -21,8 +21,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("selection, name", [("group", "parrot"), ("global", "parrot"), ("group", "front_rank")])
-def test_two_processes_select_on_the_global_batch_and_stay_identical(tmp_path, selection, name):
+@pytest.mark.parametrize(
+    "selection, name, backbone",
+    [
+        ("group", "parrot", "unet"),
+        ("global", "parrot", "unet"),
+        ("group", "front_rank", "unet"),
+        ("group", "parrot", "sd3"),
+    ],
+)
+def test_two_processes_select_on_the_global_batch_and_stay_identical(tmp_path, selection, name, backbone):
     # accelerate 1.x: `--cpu --num_processes 2` starts ONE process (its multi-CPU path needs
     # mpirun); the torchrun launcher plus ACCELERATE_USE_CPU gives two gloo processes.
     launch = [
@@ -42,6 +50,12 @@ def test_two_processes_select_on_the_global_batch_and_stay_identical(tmp_path, s
         str(free_port()),
     ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    model = []  # the tiny UNet of the tiny preset, or a tiny SD3 with a LoRA (the flow SDE)
+    if backbone == "sd3":
+        from tiny_models import build_tiny_sd3
+
+        sd3 = build_tiny_sd3(tmp_path / "sd3")
+        model = [f"model.pretrained={sd3}", "model.trainable=lora", "sample.eta=0.7"]
     proc = subprocess.run(
         [
             *launch,
@@ -50,6 +64,7 @@ def test_two_processes_select_on_the_global_batch_and_stay_identical(tmp_path, s
             f"objective.selection={selection}",
             f"objective.name={name}",
             "objective.pareto_filter=true",
+            *model,
         ],
         capture_output=True,
         text=True,
