@@ -37,7 +37,7 @@ def _tiny() -> Path:
 
 
 MODELS: dict[Kind, dict[str, Callable[[], Path]]] = {
-    "t2i": {"mini": _mini("t2i"), "tiny": _tiny},
+    "t2i": {"mini": _mini("t2i"), "mini-flow": _mini("flow"), "tiny": _tiny},
     "pen": {"mini": _mini("pen")},
 }
 

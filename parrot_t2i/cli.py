@@ -289,6 +289,13 @@ def _mini(args: argparse.Namespace) -> None:
         if args.finetune_steps:
             cfg = replace(cfg, finetune_steps=args.finetune_steps)
         train_t2i(out if args.out else WEIGHTS / "t2i", work / "t2i", cfg, resume=resume)
+    elif args.mini_command == "train-flow":
+        from dataclasses import replace
+
+        from .mini.train_flow import FlowTrainConfig, train_flow
+
+        cfg = replace(FlowTrainConfig(), **steps)
+        train_flow(out if args.out else WEIGHTS / "flow", work / "flow", cfg, resume=resume)
     elif args.mini_command == "train-pen":
         from .mini.train_pen import train_pen
 
@@ -463,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     sft.set_defaults(func=_sft_pen)
 
     mini = sub.add_parser("mini", help="(re)build the embedded mini world's models")
-    mini.add_argument("mini_command", choices=["train-t2i", "train-rewards", "train-pen"])
+    mini.add_argument("mini_command", choices=["train-t2i", "train-flow", "train-rewards", "train-pen"])
     mini.add_argument("--out", help="where to write the model(s) (default: the package's shipped weights)")
     mini.add_argument(
         "--work-dir", default="runs/mini-train", help="checkpoints and logs; an interrupted run resumes from here"

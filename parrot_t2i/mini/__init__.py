@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import ParrotError
 
 WEIGHTS = Path(__file__).parent / "weights"
-COMPONENTS = ("t2i", "pen", "alignment", "preference", "checker")
+COMPONENTS = ("t2i", "flow", "pen", "alignment", "preference", "checker")
 
 
 def weights_path(component: str) -> Path:

@@ -120,6 +120,10 @@ def load_policy(name_or_path: str, model: ModelConfig | None = None) -> Policy:
             sampler=model.flow_sampler,
             distilled_guidance=model.distilled_guidance,
         )
+    if pipeline == "ParrotPixelFlowPipeline":  # the mini world's flow model: no VAE
+        from .pixel_flow import PixelFlowPolicy
+
+        return PixelFlowPolicy.from_pretrained(source, dtype, sampler=model.flow_sampler)
     from .unet import T2IPolicy
 
     return T2IPolicy.from_pretrained(name_or_path, dtype)

@@ -168,7 +168,7 @@ class FlowTransformerPolicy:
     def enable_memory_savings(self, gradient_checkpointing: bool, vae_slicing: bool) -> None:
         if gradient_checkpointing:
             self.transformer.enable_gradient_checkpointing()
-        if vae_slicing:
+        if vae_slicing and self.pipe.vae is not None:
             self.pipe.vae.enable_slicing()
 
     # ------------------------------------------------------------------ the trainable set
