@@ -21,6 +21,8 @@ from .config import (
 )
 from .errors import ParrotError, RewardError
 
+MINI_WORLD_MODELS = ("builtin:mini", "builtin:mini-flow")  # they draw the mini world: its PEN, its words
+
 
 def _check_flags(args: argparse.Namespace, **ranges: Range) -> None:
     """The flags given (``n=ONE_OR_MORE`` checks ``--n``) against their ranges, by config.check_ranges."""
@@ -102,14 +104,14 @@ def _generate(args: argparse.Namespace) -> None:
         default_identifiers = "all" if config.prompts.identifiers else "none"
     else:
         policy, source = load_policy(args.model), args.model
-        pen = args.pen or ("builtin:mini" if args.model == "builtin:mini" else None)
+        pen = args.pen or ("builtin:mini" if args.model in MINI_WORLD_MODELS else None)
         expander = None if args.no_expand or not pen else PromptExpander.from_pretrained(pen)
         config = load_config(None)  # a model without a run: the config defaults are its inference
         inference = inference_from_config(config, expander, trained_identifiers=False)
         reward_specs = reward_names
         strings = identifier_strings(len(reward_names), DEFAULT_TEMPLATE) if reward_names else []
         default_identifiers = "none"  # a base model has not learnt any identifier
-    if (config.model.pretrained if args.run else args.model) == "builtin:mini":
+    if (config.model.pretrained if args.run else args.model) in MINI_WORLD_MODELS:
         _warn_unsupported_words(args.prompt)
     if not strings and args.identifiers not in (None, "none"):
         raise ConfigError("--identifiers needs to know the rewards: use --run, or --rewards with --model")
