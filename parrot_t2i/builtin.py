@@ -18,6 +18,7 @@ from .errors import ParrotError
 
 PREFIX = "builtin:"
 PROMPT_SETS = Path(__file__).parent / "mini" / "prompts"
+MINI_WORLD_MODELS = ("builtin:mini", "builtin:mini-flow")  # they draw the mini world: its PEN, words, checker
 Kind = Literal["t2i", "pen"]
 
 

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from .builtin import MINI_WORLD_MODELS
 from .config import (
     ONE_OR_MORE,
     POSITIVE,
@@ -20,8 +21,6 @@ from .config import (
     preset_names,
 )
 from .errors import ParrotError, RewardError
-
-MINI_WORLD_MODELS = ("builtin:mini", "builtin:mini-flow")  # they draw the mini world: its PEN, its words
 
 
 def _check_flags(args: argparse.Namespace, **ranges: Range) -> None:

@@ -13,6 +13,7 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from torch import Tensor
 
+from .builtin import MINI_WORLD_MODELS
 from .checkpoint import save_checkpoint
 from .config import Config
 from .errors import ParrotError
@@ -111,8 +112,8 @@ CHECKED = ("shape", "colour", "background")
 def checker_accuracy(config: Config, evaluation: Evaluation) -> dict[str, float]:
     """For a mini-world run, the attribute checker's accuracy on the prompts' named attributes: an
     independent judge beside the rewards, which reward hacking cannot fool (it is never trained
-    against). Empty for other models."""
-    if config.model.pretrained != "builtin:mini":
+    against). Empty for other models (the mini UNet and the mini flow model draw the world)."""
+    if config.model.pretrained not in MINI_WORLD_MODELS:
         return {}
     from .mini import weights_path
     from .mini.nets import AttributeChecker

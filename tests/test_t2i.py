@@ -24,7 +24,8 @@ def test_builtin_tiny_is_built_once_and_loaded_from_its_folder():
     policy = T2IPolicy.from_pretrained("builtin:tiny")
     assert policy.resolution == 16
     with pytest.raises(
-        ParrotError, match="unknown built-in model 'builtin:nope' \\(built-ins: builtin:mini, builtin:tiny\\)"
+        ParrotError,
+        match="unknown built-in model 'builtin:nope' \\(built-ins: builtin:mini, builtin:mini-flow, builtin:tiny\\)",
     ):
         resolve("builtin:nope", "t2i")
     with pytest.raises(ParrotError, match="unknown built-in PEN 'builtin:tiny' \\(built-ins: builtin:mini\\)"):
