@@ -6,10 +6,11 @@ asks for a ``Trajectory`` (``sample``), recomputes transitions with gradients fo
 transformer, a scheduler or a noise parameter. Guidance is a value: ``CFG(scale)`` or the paper's
 ``Eq5(w1, w2)``.
 
-Implementations: ``t2i.T2IPolicy`` (UNet + stochastic DDIM: SD 1.x / 2.x / SDXL and the mini
-world) and ``sd3.SD3Policy`` (SD3 / SD3.5 with ``flow.py``'s SDE step); ``load_policy`` picks one
-from a model's ``model_index.json``. FLUX is next (issue 17). The suite every policy must pass is
-listed in docs/ARCHITECTURE.md.
+Implementations, one file each: ``unet.T2IPolicy`` (UNet + stochastic DDIM: SD 1.x / 2.x / SDXL
+and the mini world), and on ``flow_transformer.FlowTransformerPolicy`` (``flow.py``'s SDE / CPS
+step) ``sd3.SD3Policy`` (SD3 / SD3.5), ``flux.FluxPolicy`` (FLUX.1) and ``pixel_flow.PixelFlowPolicy``
+(the mini world's flow model); ``load_policy`` picks one from a model's ``model_index.json``. How to
+add a backbone, and the suite every policy must pass (tests/test_policies.py): docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -99,8 +100,9 @@ class Policy(Protocol):
 def load_policy(name_or_path: str, model: ModelConfig | None = None) -> Policy:
     """The policy for a model (folder, hub id or ``builtin:`` name), recognised from the pipeline
     class its ``model_index.json`` names: ``SD3Policy`` for SD3 / SD3.5 (T5 loaded when the model
-    has one), ``FluxPolicy`` for FLUX.1, else ``T2IPolicy``. ``model``: the weights' dtype and the
-    options a flow model takes (``model.resolution``, ``model.flow_sampler``, ``model.distilled_guidance``)."""
+    has one), ``FluxPolicy`` for FLUX.1, ``PixelFlowPolicy`` for the mini flow model, else
+    ``T2IPolicy``. ``model``: the weights' dtype and the options a flow model takes
+    (``model.resolution``, ``model.flow_sampler``, ``model.distilled_guidance``)."""
     model = model or ModelConfig()
     source, dtype = resolve(name_or_path, "t2i"), getattr(torch, model.dtype)
     index = _model_index(source)
