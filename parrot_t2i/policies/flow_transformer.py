@@ -40,7 +40,19 @@ class FlowTransformerPolicy:
     identifiers: None = None  # learnt identifier embeddings: not supported on flow models yet
     trainable_file: ClassVar[str] = TRAINABLE_FILE
     pipeline_class: ClassVar[type[DiffusionPipeline]]
-    lora_targets: ClassVar[list[str]]  # module-name suffixes of the transformer LoRA adapts
+    # Module-name suffixes LoRA adapts: the attention projections of both streams of every joint
+    # block (diffusers' SD3 / FLUX LoRA scripts and Flow-GRPO target these; FLUX's single blocks
+    # match q/k/v too).
+    lora_targets: ClassVar[list[str]] = [
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out.0",
+        "add_q_proj",
+        "add_k_proj",
+        "add_v_proj",
+        "to_add_out",
+    ]
 
     @classmethod
     def load_pipeline(cls, name_or_path: str, torch_dtype: torch.dtype, **components) -> DiffusionPipeline:

@@ -41,9 +41,6 @@ class FluxPolicy(FlowTransformerPolicy):
     distilled_guidance: float = DISTILLED_GUIDANCE  # FLUX.1-dev's guidance input; unused by FLUX.1-schnell
     max_sequence_length: int = 512  # T5 tokens (FluxPipeline's default)
     pipeline_class = FluxPipeline
-    # The attention projections, as Flow-GRPO's FLUX training targets them: q/k/v/out of both streams
-    # of the double blocks; the suffixes also match the single blocks' q/k/v.
-    lora_targets = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
 
     @classmethod
     def from_pretrained(

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-from diffusers.utils.torch_utils import randn_tensor
+from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from torch import Tensor
 from transformers import AutoTokenizer, CLIPTextModel
 
@@ -27,21 +26,22 @@ from ..builtin import resolve
 from ..diffusion import Conditioning
 from ..errors import missing_weights_error
 from ..flow import FlowSampler
-from .flow_transformer import FlowTransformerPolicy
+from .sd3 import SD3Policy
 
 PIPELINE = "ParrotPixelFlowPipeline"  # no VAE, one text encoder: not loadable as a StableDiffusion3Pipeline
 
 
 @dataclass
 class PixelFlowModel:
-    """The components, held as a pipeline holds them (``FlowTransformerPolicy`` reads ``transformer``,
-    ``scheduler`` and ``vae``)."""
+    """The components, held as a pipeline holds them (the policy reads ``transformer``,
+    ``scheduler``, ``vae`` and ``vae_scale_factor``)."""
 
     transformer: SD3Transformer2DModel
     text_encoder: CLIPTextModel
     tokenizer: AutoTokenizer
     scheduler: FlowMatchEulerDiscreteScheduler
     vae: None = None
+    vae_scale_factor: int = 1  # pixels: one latent per pixel
 
     def to(self, device: torch.device | str) -> PixelFlowModel:
         self.transformer.to(device)
@@ -65,9 +65,9 @@ def save_pixel_flow(path: str | Path, model: PixelFlowModel) -> Path:
     return path
 
 
-class PixelFlowPolicy(FlowTransformerPolicy):
-    pipeline_class = StableDiffusion3Pipeline  # for save_lora_weights: the same transformer, the same layout
-    lora_targets = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
+class PixelFlowPolicy(SD3Policy):
+    """``SD3Policy`` (the same transformer: its velocity call, latents, schedule and LoRA layout) on
+    pixels, with one CLIP text encoder and no VAE."""
 
     @classmethod
     def from_pretrained(
@@ -87,19 +87,6 @@ class PixelFlowPolicy(FlowTransformerPolicy):
             module.requires_grad_(False).eval()
         return cls(model, model.transformer.config.sample_size, sampler=sampler)
 
-    def latent_shape(self) -> tuple[int, int, int]:
-        return (self.transformer.config.in_channels, self.resolution, self.resolution)
-
-    def initial_latents(self, n: int, generator: torch.Generator | None) -> Tensor:
-        return randn_tensor((n, *self.latent_shape()), generator=generator, device=self.device, dtype=torch.float32)
-
-    def set_timesteps(self, scheduler: FlowMatchEulerDiscreteScheduler, num_inference_steps: int) -> None:
-        scheduler.set_timesteps(num_inference_steps, device=self.device)
-
-    def fits(self, text: str) -> bool:
-        tokenizer = self.pipe.tokenizer
-        return len(tokenizer(text).input_ids) <= tokenizer.model_max_length
-
     def encode(self, prompts: list[str], grad: bool = False) -> Conditioning:
         tokenizer = self.pipe.tokenizer
         ids = tokenizer(
@@ -108,15 +95,6 @@ class PixelFlowPolicy(FlowTransformerPolicy):
         with torch.set_grad_enabled(grad):
             out = self.pipe.text_encoder(ids)
         return Conditioning(out.last_hidden_state, {"pooled_projections": out.pooler_output})
-
-    def denoise(self, sample: Tensor, timesteps: Tensor, cond: Conditioning) -> Tensor:
-        return self.transformer(
-            hidden_states=sample.to(self.transformer.dtype),
-            timestep=timesteps,
-            encoder_hidden_states=cond.embeds,
-            **cond.added,
-            return_dict=False,
-        )[0].float()
 
     def decode(self, latents: Tensor) -> Tensor:
         """Pixels in [−1, 1] to images in [0, 1]: there is no VAE."""

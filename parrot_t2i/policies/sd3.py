@@ -25,8 +25,6 @@ from .flow_transformer import FlowTransformerPolicy
 
 class SD3Policy(FlowTransformerPolicy):
     pipeline_class = StableDiffusion3Pipeline
-    # The attention projections of both streams of every joint block.
-    lora_targets = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
 
     @classmethod
     def from_pretrained(
