@@ -35,6 +35,11 @@ seconds per iteration; for comparison, Table 1's old measure (all images pooled,
 origin). Over seeds: mean and 95% Student-t interval; the best Pareto row and the
 best scalarisation are compared by paired per-seed differences.
 
+`--extra-rewards mini_detail` adds the hard fifth reward (issue 15, item 6; docs/MINI_WORLD.md) to
+training and evaluation alike: the grouped rows then draw K prompts × 8 images per iteration and
+Algorithm 1 draws 1 prompt × K identifiers × 8, so every row still sees the same number of images
+(40 with K = 5), and results go to their own work folder and JSON (``pareto_study_mini_detail``).
+
 Resumable: each finished training and each evaluation is kept under --work-dir; rerun the same
 command after an interruption. Writes benchmarks/results/pareto_study.json and pareto_study.png.
 """
@@ -137,7 +142,15 @@ ROWS = [
         "pareto",
         ["objective.name=parrot", "objective.reward_normalization=group"],
     ),
+    # With --extra-rewards mini_detail only: is the hard reward learnable on its own (group z-scores)?
+    (
+        "detail_only",
+        "mini_detail alone (control)",
+        "control",
+        ["objective.name=single", "objective.reward=mini_detail"],
+    ),
 ]
+NEEDS = {"detail_only": "mini_detail"}  # rows that train on a reward outside the default four
 CHECKED = ("shape", "colour", "background")
 REFERENCE_QUANTILE = 0.10
 
@@ -170,7 +183,9 @@ def evaluate_row(
 ) -> dict:
     """Per-image rewards and checker hits on the held-out prompts, cached in ``cache``."""
     if cache.is_file():
-        return json.loads(cache.read_text())
+        record = json.loads(cache.read_text())
+        if len(record["scores"][0]) == len(names):  # a cache from another reward set is evaluated again
+            return record
     result = evaluate(
         policy, rewards, names, prompts, images_per_prompt=images_per_prompt, inference=inference, batch_size=32
     )
@@ -179,6 +194,7 @@ def evaluate_row(
         "prompts": result.prompts,
         "scores": result.scores.tolist(),
         "checker": hits,
+        "rewards": names,
         "code_version": code_version(),
     }
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -194,9 +210,7 @@ def interval(values: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument(
-        "--rows", nargs="+", default=[key for key, *_ in ROWS], help="row keys, in the order to run them"
-    )
+    parser.add_argument("--rows", nargs="+", help="row keys, in the order to run them (default: every row)")
     parser.add_argument("--iterations", type=int, default=10)
     # 10 iterations at 1e-3 move the model about as far as the default job's 50 at 5e-4, measurably
     # (issue 15: random weights alone cost alignment −0.16 / −0.07 at this budget).
@@ -210,16 +224,30 @@ def main() -> None:
     )
     parser.add_argument("--images-per-prompt", type=int, default=4)
     parser.add_argument("--eval-prompts", type=int, default=30, help="the first N held-out prompts (30: all)")
-    parser.add_argument("--work-dir", default="runs/pareto_study")
-    parser.add_argument("--out", default=str(RESULTS / "pareto_study.json"))
+    parser.add_argument(
+        "--extra-rewards", nargs="*", default=[], help="rewards added to the default four, e.g. mini_detail"
+    )
+    parser.add_argument("--work-dir", help="default: runs/pareto_study, suffixed with the extra rewards")
+    parser.add_argument("--out", help="default: benchmarks/results/pareto_study.json, suffixed likewise")
     args = parser.parse_args()
-    unknown = set(args.rows) - {key for key, *_ in ROWS}
+    suffix = "".join(f"_{name}" for name in args.extra_rewards)
+    args.work_dir = args.work_dir or f"runs/pareto_study{suffix}"
+    args.out = args.out or str(RESULTS / f"pareto_study{suffix}.json")
+    available = [key for key, *_ in ROWS if key not in NEEDS or NEEDS[key] in args.extra_rewards]
+    args.rows = args.rows or available
+    unknown = set(args.rows) - set(available)
     if unknown:
-        parser.error(f"unknown rows {sorted(unknown)}; rows: {', '.join(key for key, *_ in ROWS)}")
+        parser.error(f"unknown rows {sorted(unknown)} with these rewards; rows: {', '.join(available)}")
     started = time.perf_counter()
     rows = [row for key in dict.fromkeys(["base", *args.rows]) for row in ROWS if row[0] == key]
     prompts = read_prompt_file("builtin:mini-heldout", "held-out prompts")[: args.eval_prompts]
-    defaults = load_config(None)
+    reward_set = [*(spec.name for spec in load_config(None).rewards), *args.extra_rewards]
+    # K prompts per iteration (Algorithm 1's rows: 1 prompt × K identifiers), 8 images each: one budget for every row.
+    world = [
+        "rewards=" + json.dumps([{"name": name} for name in reward_set]),
+        f"sample.prompts_per_iteration={len(reward_set)}",
+    ]
+    defaults = load_config(None, world)
     names = [spec.name for spec in defaults.rewards]
     rewards = build_rewards(defaults.rewards)
     checker = AttributeChecker.from_pretrained(weights_path("checker")).eval()
@@ -237,6 +265,7 @@ def main() -> None:
         "eval.file=null",
         "train.log_images_every=0",
         "train.checkpoint_every=0",
+        *world,
         *budget,
     ]
 
@@ -297,12 +326,13 @@ def write_results(args, rows, evals, costs, names, started) -> None:
             }
             entry["code_versions"] = sorted({costs[key][s]["code_version"] for s in costs[key]})
         table[key] = entry
-    comparison = compare(table)
+    comparison = compare(table, names)
     result = {
         "code_version": code_version(),
         "budget": {
             "iterations": args.iterations,
-            "images_per_iteration": 32,
+            "images_per_iteration": 8 * len(names),
+            "rewards": names,
             "learning_rate": args.learning_rate,
             "train_steps": args.train_steps,
             "timestep_fraction": args.timestep_fraction,
@@ -337,7 +367,7 @@ def write_results(args, rows, evals, costs, names, started) -> None:
     print(f"wrote {out} and {out.with_suffix('.png')}", flush=True)
 
 
-def compare(table: dict) -> dict:
+def compare(table: dict, names: list[str]) -> dict:
     """Best Pareto row vs best scalarisation (each by mean average reward), paired per seed."""
     best = {}
     for family in ("pareto", "scalarisation"):
@@ -349,7 +379,7 @@ def compare(table: dict) -> dict:
     p, s = table[best["pareto"]], table[best["scalarisation"]]
     shared = [seed for seed in p["seeds"] if seed in s["seeds"]]
     diffs, overlap = {}, {}
-    for c in ("average", "hv_per_prompt", "hv_pooled_origin", "worst_change", *CHECKED):
+    for c in (*names, "average", "hv_per_prompt", "hv_pooled_origin", "worst_change", *CHECKED):
         pick = lambda row, c=c: [row[c]["per_seed"][row["seeds"].index(seed)] for seed in shared]
         diffs[c] = interval([a - b for a, b in zip(pick(p), pick(s))])
         (pm, ph), (sm, sh) = (mean_ci(pick(row)) for row in (p, s))
@@ -392,7 +422,7 @@ def plot(table: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [
-        ("average", "average of the four rewards"),
+        ("average", "average of the rewards"),
         ("hv_per_prompt", "per-prompt hypervolume"),
         ("worst_change", "worst per-reward change vs base + ids"),
         ("colour", "checker: colour accuracy"),

@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
+from parrot_t2i.config import ConfigError
 from parrot_t2i.fit import FitConfig, fit, step_generator
 from parrot_t2i.mini import weights_path
 from parrot_t2i.mini.nets import AlignmentModel, AttributeChecker, PreferenceModel
@@ -31,6 +32,7 @@ from parrot_t2i.mini.world import (
 )
 from parrot_t2i.policies.unet import T2IPolicy
 from parrot_t2i.rewards import build_reward
+from parrot_t2i.rewards.mini import stripe_energy
 
 SCENE = Scene("circle", "red", "dark blue", "large", "left", "vivid", "plain", "sharp", "bright")
 
@@ -236,7 +238,38 @@ def test_analytic_rewards_by_hand():
     assert sentiment(bright[None], [""]) > 0.5 > sentiment(dark[None], [""])
 
 
-@pytest.mark.parametrize("name", ["mini_alignment", "mini_preference", "mini_aesthetic", "mini_sentiment"])
+def test_stripe_energy_by_hand():
+    # An image that is all diagonal stripes of amplitude 0.2 in luma (grey, so luma = the value):
+    # the coefficient is A/2 = 0.1, up to the leakage of 32 px not holding a whole number of periods.
+    coords = torch.arange(32.0) + 0.5
+    bands = 0.5 + 0.2 * torch.sin(2 * torch.pi * (coords[:, None] + coords[None, :]) / 5 + 1.0)
+    energy = stripe_energy(bands.expand(1, 3, 32, 32))
+    assert abs(energy.item() - 0.1) < 0.003
+    assert stripe_energy(torch.full((1, 3, 32, 32), 0.7)).item() < 1e-6  # flat: no detail at all
+    plain, striped, blurred = render(
+        [
+            variant(size="large"),
+            variant(size="large", pattern="striped"),
+            variant(size="large", pattern="striped", focus="blurred"),
+        ],
+        jitter=False,
+    )
+    detail = build_reward("mini_detail")
+    scores = detail(torch.stack([plain, striped, blurred]), [""] * 3)
+    assert scores[1] > 0.5 > 0.05 > scores[0] and scores[2] < 0.05, scores  # only crisp stripes pass
+
+
+def test_mini_detail_threshold_and_bad_width():
+    image = torch.full((1, 3, 32, 32), 0.5)
+    at_zero = build_reward({"name": "mini_detail", "args": {"threshold": 0.0}})
+    assert at_zero(image, [""]).item() == pytest.approx(0.5)  # σ(0): a flat image sits at the threshold
+    with pytest.raises(ConfigError, match="width must be positive"):
+        build_reward({"name": "mini_detail", "args": {"width": 0.0}})
+
+
+@pytest.mark.parametrize(
+    "name", ["mini_alignment", "mini_preference", "mini_aesthetic", "mini_sentiment", "mini_detail"]
+)
 def test_mini_rewards_accept_other_resolutions(name):
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     scores = build_reward(name)(images, ["a red circle", "a blue square"])
