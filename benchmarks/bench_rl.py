@@ -188,6 +188,7 @@ def rl_overrides(model: str, objective: str, selection: str, args) -> list[str]:
         f"rewards={json.dumps(REWARDS)}",
         f"objective.name={objective}",
         f"objective.selection={selection}",
+        f"objective.pareto_filter={str(objective == 'parrot').lower()}",  # pinned: the filter in Parrot mode only
         "objective.reward_normalization=none",
         f"sample.num_inference_steps={args.steps}",
         f"sample.guidance_scale={args.guidance}",

@@ -63,7 +63,7 @@ class ModelConfig:
     lora_alpha: float | None = None
     # Learn one input embedding per reward identifier (textual inversion), trained with the UNet by
     # the same policy gradient, so identifiers can specialise although the text encoder is frozen
-    # (parrot_t2i/learned_identifiers.py). Needs prompts.identifiers; not for SDXL.
+    # (parrot_t2i/learned_identifiers.py), one per text encoder. Needs prompts.identifiers.
     train_identifiers: bool = False
     # Memory knobs for real models: recompute UNet activations in the update's backward pass, and
     # decode latents one image at a time.

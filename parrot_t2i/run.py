@@ -128,7 +128,7 @@ def setup_run(config: Config, run_dir: Path | None = None) -> Run:
     model_params = (
         policy.set_trainable(config.model.trainable, config.model.lora_rank, config.model.lora_alpha) if t.t2i else []
     )
-    identifier_params = [policy.learn_identifiers(identifiers)] if config.model.train_identifiers else []
+    identifier_params = policy.learn_identifiers(identifiers) if config.model.train_identifiers else []
     params = model_params + identifier_params
     # Only the optimisers are prepared: the networks are not DDP-wrapped, distributed.sum_gradients
     # sums their gradients (a process with nothing selected would leave DDP's hooks waiting).

@@ -117,6 +117,40 @@ def test_training_transitions_reproduce_the_sampled_log_probs(backbone, sampler,
     assert torch.isfinite(trajectory.log_probs).all() and (stochastic != 0).all()
 
 
+def test_learnt_identifiers_in_every_text_encoder(backbone, tmp_path):
+    """One trainable vector per identifier in each encoder (SD3: two CLIPs, and T5 when loaded; FLUX:
+    CLIP and T5), read only at the identifier's tokens, reached by gradients, saved and reloaded."""
+    from parrot_t2i.identifiers import identifier_strings
+    from parrot_t2i.learned_identifiers import embedding_file
+
+    kind, folder, _ = backbone
+    policy = load_policy(str(folder), ModelConfig(resolution=RESOLUTION))  # its own: tokens get added
+    tables = policy.learn_identifiers(identifier_strings(2))
+    assert len(tables) == {"sd3": 2, "sd3-t5": 3}.get(kind, 2)
+    assert all(t.shape[0] == 2 and t.requires_grad and t.dtype == torch.float32 for t in tables)
+    prompts = ["<reward 1> a red circle", "<reward 2> a red circle", "a red circle"]
+    start = policy.encode(prompts)
+    with torch.no_grad():
+        for table in tables:
+            table[1] += torch.randn(table.shape[1], generator=torch.Generator().manual_seed(0))
+    moved = policy.encode(prompts)
+    for name, before, after in [
+        ("embeds", start.embeds, moved.embeds),
+        ("pooled", *(c.added["pooled_projections"] for c in (start, moved))),
+    ]:
+        torch.testing.assert_close(after[[0, 2]], before[[0, 2]], msg=name)  # "<reward 2>" alone moved
+        assert (after[1] - before[1]).abs().max() > 1e-4, name
+    cond = policy.encode(prompts[1:2], grad=True)
+    (cond.embeds.sum() + cond.added["pooled_projections"].sum()).backward()
+    assert all(t.grad[1].abs().sum() > 0 and t.grad[0].abs().sum() == 0 for t in tables)
+    policy.identifiers.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(embedding_file(i) for i in range(len(tables)))
+    again = load_policy(str(folder), ModelConfig(resolution=RESOLUTION))
+    again.learn_identifiers(identifier_strings(2))
+    again.identifiers.load(tmp_path)
+    torch.testing.assert_close(again.encode(prompts).embeds, moved.embeds)
+
+
 @pytest.mark.parametrize("kind", ["sd3", "flux-dev"])
 def test_one_rl_iteration_trains_a_lora_the_plain_pipeline_loads(tmp_path, kind):
     """Pareto selection, identifiers, the PEN trained jointly and the KL (adapters off), through
@@ -137,6 +171,7 @@ def test_one_rl_iteration_trains_a_lora_the_plain_pipeline_loads(tmp_path, kind)
             "sample.eta=0.7",  # the flow SDE's a
             "train.num_iterations=1",
             "train.kl_coef=0.01",
+            "model.train_identifiers=true",
             "eval.file=null",
             f"train.output_dir={tmp_path / 'run'}",
         ],
@@ -145,6 +180,7 @@ def test_one_rl_iteration_trains_a_lora_the_plain_pipeline_loads(tmp_path, kind)
     policy = run_policy(*open_run(run_dir))
     checkpoint = open_run(run_dir)[1]
     assert (checkpoint / "pytorch_lora_weights.safetensors").is_file()
+    assert policy.identifiers is not None and (checkpoint / "identifier_embeddings_2.safetensors").is_file()
     base = load_policy(str(model), ModelConfig(resolution=RESOLUTION))
     base.pipe.load_lora_weights(checkpoint)  # the plain pipeline's own LoRA loading
     images = pipeline_images(kind, base.pipe, ["a red circle"], 3, 5.0, seed=0)

@@ -80,8 +80,9 @@ class Policy(Protocol):
     def set_trainable(self, mode: str, lora_rank: int = 4, lora_alpha: float | None = None) -> list[torch.nn.Parameter]:
         """Freeze everything but the trainable set (cross-attention, LoRA or full); its parameters."""
 
-    def learn_identifiers(self, strings: list[str]) -> torch.nn.Parameter:
-        """Learnable input embeddings for the identifier strings (``model.train_identifiers``)."""
+    def learn_identifiers(self, strings: list[str]) -> list[torch.nn.Parameter]:
+        """Learnable input embeddings for the identifier strings (``model.train_identifiers``), one
+        (K, D) table per text encoder; saved and loaded with the trainable set."""
 
     def save_trainable(self, directory: str | Path, mode: str) -> None:
         """The trainable set as safetensors; LoRA in the layout the diffusers pipeline loads."""

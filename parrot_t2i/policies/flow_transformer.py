@@ -27,6 +27,7 @@ from ..builtin import resolve
 from ..diffusion import CFG, Conditioning, Guidance, Trajectory, guided
 from ..errors import ParrotError, missing_weights_error
 from ..flow import FlowSampler, flow_step_mean_std, sample_flow_trajectory, step_sigmas
+from ..learned_identifiers import LearnedIdentifiers
 
 TRAINABLE_FILE = "transformer_trainable.safetensors"
 
@@ -37,7 +38,7 @@ class FlowTransformerPolicy:
     resolution: int  # image side in pixels
     noise_level: float = 0.7  # a of the flow SDE (Flow-GRPO: 0.7 on SD3.5, 0.9 on FLUX), set by set_sampler
     sampler: FlowSampler = "sde"  # model.flow_sampler
-    identifiers: None = None  # learnt identifier embeddings: not supported on flow models yet
+    identifiers: LearnedIdentifiers | None = None  # learnt identifier embeddings (model.train_identifiers)
     trainable_file: ClassVar[str] = TRAINABLE_FILE
     pipeline_class: ClassVar[type[DiffusionPipeline]]
     # Module-name suffixes LoRA adapts: the attention projections of both streams of every joint
@@ -210,8 +211,16 @@ class FlowTransformerPolicy:
             )
         return [p for p in self.transformer.parameters() if p.requires_grad]
 
-    def learn_identifiers(self, strings: list[str]) -> torch.nn.Parameter:
-        raise ParrotError("model.train_identifiers is not supported on flow models yet (several text encoders)")
+    def learn_identifiers(self, strings: list[str]) -> list[torch.nn.Parameter]:
+        """One learnable vector per identifier in each of the pipeline's text encoders (SD3: two CLIPs
+        and T5 when loaded; FLUX: CLIP and T5), see ``learned_identifiers``."""
+        encoders = [
+            (getattr(self.pipe, f"text_encoder{suffix}"), getattr(self.pipe, f"tokenizer{suffix}"))
+            for suffix in ("", "_2", "_3")
+            if getattr(self.pipe, f"text_encoder{suffix}", None) is not None
+        ]
+        self.identifiers = LearnedIdentifiers.attach(encoders, strings)
+        return list(self.identifiers.embeddings)
 
     @contextmanager
     def adapters_disabled(self) -> Iterator[None]:
@@ -226,6 +235,8 @@ class FlowTransformerPolicy:
         weights as safetensors."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        if self.identifiers is not None:
+            self.identifiers.save(directory)
         if mode == "lora":
             from peft.utils import get_peft_model_state_dict
 
@@ -248,6 +259,8 @@ class FlowTransformerPolicy:
             raise ParrotError(
                 f"{directory}: LoRA weights do not fit this transformer (e.g. {result.unexpected_keys[0]})"
             )
+        if self.identifiers is not None:
+            self.identifiers.load(directory)
 
     def load_trainable(self, directory: str | Path) -> None:
         state = load_file(Path(directory) / TRAINABLE_FILE)
@@ -257,3 +270,5 @@ class FlowTransformerPolicy:
                 f"{directory}: {len(missing)} saved tensors do not fit this transformer (e.g. {min(missing)})"
             )
         self.transformer.load_state_dict(state, strict=False)
+        if self.identifiers is not None:
+            self.identifiers.load(directory)

@@ -324,15 +324,14 @@ class T2IPolicy:
             raise ParrotError(f"model.trainable={mode!r} selects no parameters in this UNet")
         return params
 
-    def learn_identifiers(self, strings: list[str]) -> torch.nn.Parameter:
-        """Give every identifier string a learnable input embedding (see ``learned_identifiers``);
-        returns the (K, D) parameter to train."""
+    def learn_identifiers(self, strings: list[str]) -> list[torch.nn.Parameter]:
+        """Give every identifier string a learnable input embedding in each text encoder (see
+        ``learned_identifiers``); returns the (K, D) parameters to train, one per encoder."""
+        encoders = [(self.text_encoder, self.tokenizer)]
         if self.is_sdxl:
-            raise ParrotError(
-                "model.train_identifiers supports SD 1.x/2.x and the mini model, not SDXL's two text encoders yet"
-            )
-        self.identifiers = LearnedIdentifiers.attach(self.text_encoder, self.tokenizer, strings)
-        return self.identifiers.embeddings
+            encoders.append((self.text_encoder_2, self.tokenizer_2))
+        self.identifiers = LearnedIdentifiers.attach(encoders, strings)
+        return list(self.identifiers.embeddings)
 
     def save_trainable(self, directory: str | Path, mode: str) -> None:
         """Trainable weights as safetensors; LoRA in the layout ``pipeline.load_lora_weights`` reads,
