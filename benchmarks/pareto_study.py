@@ -59,6 +59,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
+import yaml
 from provenance import code_version
 
 from parrot_t2i.config import load_config
@@ -238,15 +239,21 @@ def main() -> None:
     parser.add_argument("--images-per-prompt", type=int, default=4)
     parser.add_argument("--eval-prompts", type=int, default=30, help="the first N held-out prompts (30: all)")
     parser.add_argument(
-        "--extra-rewards", nargs="*", default=[], help="rewards added to the default four, e.g. mini_detail"
+        "--extra-rewards",
+        nargs="*",
+        default=[],
+        help="rewards added to the default four: names, or YAML entries such as "
+        "'{name: mini_detail, args: {threshold: 0.006, width: 0.003}}'",
     )
     parser.add_argument("--work-dir", help="default: runs/pareto_study, suffixed with the extra rewards")
     parser.add_argument("--out", help="default: benchmarks/results/pareto_study.json, suffixed likewise")
     args = parser.parse_args()
-    suffix = "".join(f"_{name}" for name in args.extra_rewards)
+    extra = [entry if isinstance(entry, dict) else {"name": entry} for entry in map(yaml.safe_load, args.extra_rewards)]
+    # Each reward setting gets its own folder and JSON: a cached row of another setting is never reused.
+    suffix = "".join(f"_{e['name']}" + "".join(f"_{k}{v}" for k, v in sorted(e.get("args", {}).items())) for e in extra)
     args.work_dir = args.work_dir or f"runs/pareto_study{suffix}"
     args.out = args.out or str(RESULTS / f"pareto_study{suffix}.json")
-    available = [key for key, *_ in ROWS if key not in NEEDS or NEEDS[key] in args.extra_rewards]
+    available = [key for key, *_ in ROWS if key not in NEEDS or NEEDS[key] in {e["name"] for e in extra}]
     args.rows = args.rows or available
     unknown = set(args.rows) - set(available)
     if unknown:
@@ -254,12 +261,10 @@ def main() -> None:
     started = time.perf_counter()
     rows = [row for key in dict.fromkeys(["base", *args.rows]) for row in ROWS if row[0] == key]
     prompts = read_prompt_file("builtin:mini-heldout", "held-out prompts")[: args.eval_prompts]
-    reward_set = [*(spec.name for spec in load_config(None).rewards), *args.extra_rewards]
+    reward_set = [{"name": spec.name} for spec in load_config(None).rewards] + extra
     # K prompts per iteration (Algorithm 1's rows: 1 prompt × K identifiers), 8 images each: one budget for every row.
-    world = [
-        "rewards=" + json.dumps([{"name": name} for name in reward_set]),
-        f"sample.prompts_per_iteration={len(reward_set)}",
-    ]
+    world = ["rewards=" + json.dumps(reward_set), f"sample.prompts_per_iteration={len(reward_set)}"]
+    args.reward_set = reward_set  # recorded in the JSON
     defaults = load_config(None, world)
     names = [spec.name for spec in defaults.rewards]
     rewards = build_rewards(defaults.rewards)
@@ -345,7 +350,7 @@ def write_results(args, rows, evals, costs, names, started) -> None:
         "budget": {
             "iterations": args.iterations,
             "images_per_iteration": 8 * len(names),
-            "rewards": names,
+            "rewards": args.reward_set,
             "learning_rate": args.learning_rate,
             "train_steps": args.train_steps,
             "timestep_fraction": args.timestep_fraction,
