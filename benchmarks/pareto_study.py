@@ -39,6 +39,8 @@ best scalarisation are compared by paired per-seed differences.
 training and evaluation alike: the grouped rows then draw K prompts × 8 images per iteration and
 Algorithm 1 draws 1 prompt × K identifiers × 8, so every row still sees the same number of images
 (40 with K = 5), and results go to their own work folder and JSON (``pareto_study_mini_detail``).
+Row ``alone`` then trains on the first added reward alone: the control that says whether it can
+rise at all. A user reward is added the same way, e.g. ``--extra-rewards study_rewards:calm``.
 
 Resumable: each finished training and each evaluation is kept under --work-dir; rerun the same
 command after an interruption. Writes benchmarks/results/pareto_study.json and pareto_study.png.
@@ -156,15 +158,16 @@ ROWS = [
         "pareto",
         ["objective.name=parrot", "objective.reward_normalization=group"],
     ),
-    # With --extra-rewards mini_detail only: is the hard reward learnable on its own (group z-scores)?
+    # With --extra-rewards only: is the first added reward learnable on its own (group z-scores)? A
+    # conflict can only tell objectives apart if the reward it adds rises when trained alone.
     (
-        "detail_only",
-        "mini_detail alone (control)",
+        "alone",
+        "{added} alone (control)",
         "control",
-        ["objective.name=single", "objective.reward=mini_detail", "objective.pareto_filter=false"],
+        ["objective.name=single", "objective.reward={added}", "objective.pareto_filter=false"],
     ),
 ]
-NEEDS = {"detail_only": "mini_detail"}  # rows that train on a reward outside the default four
+NEEDS_EXTRA = {"alone"}  # rows that train on an added reward
 CHECKED = ("shape", "colour", "background")
 REFERENCE_QUANTILE = 0.10
 
@@ -251,15 +254,22 @@ def main() -> None:
     extra = [entry if isinstance(entry, dict) else {"name": entry} for entry in map(yaml.safe_load, args.extra_rewards)]
     # Each reward setting gets its own folder and JSON: a cached row of another setting is never reused.
     suffix = "".join(f"_{e['name']}" + "".join(f"_{k}{v}" for k, v in sorted(e.get("args", {}).items())) for e in extra)
-    args.work_dir = args.work_dir or f"runs/pareto_study{suffix}"
+    suffix = suffix.replace(":", "-")  # a user reward "module:function" names a folder too
+    args.work_dir = args.work_dir or str(RESULTS.parent.parent / "runs" / f"pareto_study{suffix}")  # whatever the cwd
     args.out = args.out or str(RESULTS / f"pareto_study{suffix}.json")
-    available = [key for key, *_ in ROWS if key not in NEEDS or NEEDS[key] in {e["name"] for e in extra}]
+    available = [key for key, *_ in ROWS if key not in NEEDS_EXTRA or extra]
     args.rows = args.rows or available
     unknown = set(args.rows) - set(available)
     if unknown:
         parser.error(f"unknown rows {sorted(unknown)} with these rewards; rows: {', '.join(available)}")
     started = time.perf_counter()
-    rows = [row for key in dict.fromkeys(["base", *args.rows]) for row in ROWS if row[0] == key]
+    added = extra[0]["name"] if extra else None
+    rows = [
+        (key, label.format(added=added), family, overrides and [o.format(added=added) for o in overrides])
+        for name in dict.fromkeys(["base", *args.rows])
+        for key, label, family, overrides in ROWS
+        if key == name
+    ]
     prompts = read_prompt_file("builtin:mini-heldout", "held-out prompts")[: args.eval_prompts]
     reward_set = [{"name": spec.name} for spec in load_config(None).rewards] + extra
     # K prompts per iteration (Algorithm 1's rows: 1 prompt × K identifiers), 8 images each: one budget for every row.

@@ -12,8 +12,9 @@ encoder's input-embedding layer substitutes that encoder's learnt vectors at tho
 encoders' own weights stay untouched. A model with several encoders (SDXL: two CLIPs; SD3: two
 CLIPs and T5; FLUX: CLIP and T5) learns one vector per identifier in each, since each reads the
 prompt in its own embedding space. The vectors of encoder i save as ``{identifier: (D_i,)}``
-safetensors, ``identifier_embeddings.safetensors`` for the first and ``identifier_embeddings_{i}``
-for the i-th: the layout diffusers' ``load_textual_inversion(..., text_encoder=, tokenizer=)`` reads.
+safetensors, ``identifier_embeddings.safetensors`` for the first, ``identifier_embeddings_2``,
+``_3`` for the next (diffusers' numbering of ``text_encoder_2``, ``_3``): the layout diffusers'
+``load_textual_inversion(..., text_encoder=, tokenizer=)`` reads.
 """
 
 from __future__ import annotations

@@ -185,8 +185,8 @@ class MiniDetail(WeightFree):
     It stands in for the rewards that stall when summed with easier ones (an element that must be
     present, text that must be legible): at the default threshold 5–8% of the base model's images
     score above 0.5 and the mean is 0.08–0.12 (CFG 5, all identifiers, 10–20 steps), so most groups
-    of 8 hold no success at all.
-    Stripes cost the preference reward (its raters like plain subjects) and sentiment (dark bands).
+    of 8 hold no success at all. All else equal, stripes cost the preference reward (its raters like
+    plain subjects) and sentiment (dark bands).
     """
 
     name = "mini_detail"

@@ -1,0 +1,89 @@
+"""One configuration trained on several seeds: its before/after changes, with 95% intervals over seeds.
+
+    python benchmarks/run_seeds.py --name mini-kl runs/default-candidate runs/default-candidate-s{1,2}
+
+Reads, per run folder, what the run measured itself (``summary.json``: held-out prompts with the
+run's own inference, before = the base model with that inference and noise) and, where
+``benchmarks/study_protocol_eval.py`` has scored it, the same run under the objective study's
+protocol (``benchmarks/results/study_protocol_<run>.json``, before = the study's base row of that
+seed). Prints both tables and writes ``benchmarks/results/run_seeds_<name>.json``. No model is run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from provenance import code_version
+
+from parrot_t2i.runs import run_config
+from parrot_t2i.stats import mean_ci
+
+RESULTS = Path(__file__).parent / "results"
+CHECKER = {"checker/shape": "shape", "checker/colour": "colour", "checker/background": "background"}
+
+
+def changes(before: dict, after: dict) -> dict[str, float]:
+    """after − before for every measure both hold, checker keys named as the study names them."""
+    rename = lambda key: CHECKER.get(key, key)
+    return {rename(k): after[k] - v for k, v in before.items() if k in after and isinstance(v, (int, float))}
+
+
+def summarise(per_run: list[dict[str, float]]) -> dict[str, dict]:
+    keys = [k for k in per_run[0] if all(k in run for run in per_run)]
+    out = {}
+    for key in keys:
+        values = [run[key] for run in per_run]
+        mean, half = mean_ci(values)
+        out[key] = {"mean": mean, "ci95": half, "per_seed": values}
+    return out
+
+
+def print_table(title: str, table: dict[str, dict]) -> None:
+    print(f"\n{title}\n| measure | change (mean ± 95% over seeds) | per seed |\n|---|---:|---|")
+    for key, v in table.items():
+        print(f"| {key} | {v['mean']:+.4f} ± {v['ci95']:.4f} | {', '.join(f'{x:+.4f}' for x in v['per_seed'])} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="run folders of one configuration, one per seed")
+    parser.add_argument("--name", required=True, help="names the JSON: benchmarks/results/run_seeds_NAME.json")
+    args = parser.parse_args()
+    own, protocol, records = [], [], []
+    for run in map(Path, args.runs):
+        summary_path = run / "summary.json"
+        if not summary_path.is_file():
+            parser.error(f"{run}: no summary.json (the run has not finished)")
+        summary = json.loads(summary_path.read_text())
+        record = {
+            "run": str(run),
+            "wall_time_s": summary["wall_time_s"],
+            "own": changes(summary["before"], summary["after"]),
+        }
+        own.append(record["own"])
+        study = RESULTS / f"study_protocol_{run.name}.json"
+        if study.is_file():
+            scored = json.loads(study.read_text())
+            record["study_protocol"] = changes(scored["before"], scored["after"])
+            record["study_seed"] = scored["seed"]
+            protocol.append(record["study_protocol"])
+        record["seed"] = run_config(run).train.seed
+        records.append(record)
+    result = {
+        "code_version": code_version(),
+        "runs": records,
+        "own_inference": summarise(own),
+        "study_protocol": summarise(protocol) if len(protocol) == len(records) else None,
+    }
+    print_table(f"{args.name}: the run's own inference, {len(own)} seeds", result["own_inference"])
+    if result["study_protocol"]:
+        print_table(f"{args.name}: the study's protocol", result["study_protocol"])
+    out = RESULTS / f"run_seeds_{args.name}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
