@@ -107,11 +107,19 @@ class IterationResult:
     stats: dict[str, float]
 
 
-def sde_window(iteration: int, num_steps: int, size: int | None, shift_every: int) -> range:
+def sde_window(
+    iteration: int, num_steps: int, size: int | None, shift_every: int, last_deterministic: bool = False
+) -> range:
     """The steps that are stochastic and trained on iteration ``iteration`` (0-based): all of them
     without a window; else MixGRPO's progressive window of ``size`` steps, starting at step 0 and
-    moving one step later every ``shift_every`` iterations, back to 0 once it has reached the end."""
-    if size is None:
+    moving one step later every ``shift_every`` iterations, back to 0 once it has reached the end.
+
+    ``last_deterministic``: the sampler's last step has no noise whatever the setting (CPS lands on
+    σ' = 0 exactly), so it has no density: it is left out, Euler in sampling (the same state) and
+    never trained (its gradient would be zero after a full forward and backward)."""
+    if last_deterministic:
+        num_steps -= 1
+    if size is None or size >= num_steps:
         return range(num_steps)
     start = (iteration // shift_every) % (num_steps - size + 1)
     return range(start, start + size)
@@ -126,7 +134,11 @@ def train_iteration(run: Run, train_t2i: bool = True, train_pen: bool = True, it
     """
     cfg, acc = run.config, run.accelerator
     window = sde_window(
-        iteration, cfg.sample.num_inference_steps, cfg.sample.sde_window, cfg.sample.sde_window_shift_every
+        iteration,
+        cfg.sample.num_inference_steps,
+        cfg.sample.sde_window,
+        cfg.sample.sde_window_shift_every,
+        run.policy.last_step_deterministic,
     )
     started = time.perf_counter()
 

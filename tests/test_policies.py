@@ -115,6 +115,7 @@ def test_training_transitions_reproduce_the_sampled_log_probs(backbone, sampler,
     # CPS lands on σ' = 0 without noise: its last step has no density (Flow-GRPO's SDE keeps noise there).
     stochastic = trajectory.log_probs if sampler == "sde" else trajectory.log_probs[:, :-1]
     assert torch.isfinite(trajectory.log_probs).all() and (stochastic != 0).all()
+    assert policy.last_step_deterministic == (sampler == "cps")  # so the trainer leaves that step out
 
 
 def test_learnt_identifiers_in_every_text_encoder(backbone, tmp_path):

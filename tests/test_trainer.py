@@ -404,6 +404,10 @@ def test_the_sde_window_slides_as_mixgrpos_by_hand():
     assert [sde_window(i, 5, 2, 3).start for i in range(13)] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 0]
     assert sde_window(1, 5, 2, 3) == range(0, 2) and sde_window(4, 5, 2, 3) == range(1, 3)
     assert sde_window(7, 5, None, 3) == range(5) and sde_window(9, 5, 5, 1) == range(5)
+    # CPS: the last step (no noise, no density) is in no window; the window slides over the other four.
+    assert sde_window(0, 5, None, 1, last_deterministic=True) == range(4)
+    assert [sde_window(i, 5, 2, 1, last_deterministic=True).start for i in range(4)] == [0, 1, 2, 0]
+    assert sde_window(3, 5, 5, 1, last_deterministic=True) == range(4)
 
 
 def test_only_the_window_is_stochastic_and_only_it_is_trained(tmp_path):
@@ -420,3 +424,19 @@ def test_only_the_window_is_stochastic_and_only_it_is_trained(tmp_path):
     assert set(trained) == {timesteps[1], timesteps[2]}
     with pytest.raises(ConfigError, match="sample.sde_window \\(5\\) is longer than the chain"):
         tiny_config(tmp_path, "sample.sde_window=5")
+
+
+def test_a_last_step_without_noise_is_neither_stochastic_nor_trained(tmp_path):
+    """A DDIM scheduler whose final ᾱ is one has σ = 0 at its last step: the trainer leaves it out."""
+    run = setup_run(tiny_config(tmp_path), tmp_path)
+    assert not run.policy.last_step_deterministic  # the tiny model keeps ᾱ_0 < 1, like SD
+    run.policy.scheduler.register_to_config(set_alpha_to_one=True)
+    assert run.policy.last_step_deterministic
+    sampled, trained = [], []
+    sample, step_mean_std = run.policy.sample, run.policy.step_mean_std
+    run.policy.sample = lambda *a, **k: sampled.append(sample(*a, **k)) or sampled[-1]
+    run.policy.step_mean_std = lambda x, t, *a: trained.extend(t.tolist()) or step_mean_std(x, t, *a)
+    train_iteration(run)
+    timesteps = sampled[0].timesteps.tolist()
+    assert trained and timesteps[-1] not in trained and set(trained) <= set(timesteps[:-1])
+    assert (torch.cat([t.log_probs for t in sampled])[:, -1] == 0).all()

@@ -34,6 +34,7 @@ class Policy(Protocol):
     device: torch.device
     trainable_file: str  # the file save_trainable writes a non-LoRA trainable set to
     identifiers: object | None  # learnt identifier embeddings, if the policy has them
+    last_step_deterministic: bool  # the stochastic sampler's last step has no noise (CPS): never trained
 
     def latent_shape(self) -> tuple[int, ...]: ...
 

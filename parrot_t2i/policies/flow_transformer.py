@@ -100,6 +100,11 @@ class FlowTransformerPolicy:
     # ------------------------------------------------------------------ the chain
 
     @property
+    def last_step_deterministic(self) -> bool:
+        """CPS lands on σ' = 0 without noise (its std is σ'·sin(aπ/2)); Flow-GRPO's SDE keeps noise there."""
+        return self.sampler == "cps"
+
+    @property
     def transformer(self):
         return self.pipe.transformer
 

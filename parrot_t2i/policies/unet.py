@@ -140,6 +140,12 @@ class T2IPolicy:
     def device(self) -> torch.device:
         return self.unet.device
 
+    @property
+    def last_step_deterministic(self) -> bool:
+        """DDIM's last step has σ = 0 when the scheduler sets the final ᾱ to one (``set_alpha_to_one``);
+        SD 1.x / 2.x / XL and the mini model keep ᾱ_0 < 1, and so a little noise there."""
+        return bool(self.scheduler.config.get("set_alpha_to_one", False))
+
     def set_sampler(self, num_inference_steps: int, noise_level: float) -> None:
         """The training sampler: ``num_inference_steps`` DDIM steps with η = ``noise_level``."""
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
