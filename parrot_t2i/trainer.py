@@ -305,8 +305,8 @@ def update_t2i(
     UNet and the DDIM step take one timestep per row): P selected samples × T steps cost
     ⌈P·T / batch_size⌉ calls, not T·⌈P / batch_size⌉ part-filled ones. Each UNet call has a fixed
     cost, so this is what makes skipping dominated samples pay in proportion (docs/PERFORMANCE.md).
-    Only the steps of ``window`` (all T without ``sample.sde_window``) are trained: the others were
-    deterministic. With ``timestep_fraction < 1`` each sample trains on a random subset of them,
+    Only the steps of ``window`` (all T without ``sample.sde_window``, less a noise-free last step)
+    are trained: the others were deterministic. With ``timestep_fraction < 1`` each sample trains on a random subset of them,
     scaled by |window| / steps so the loss stays an unbiased estimate of the sum over the window. With
     ``train.kl_coef`` β > 0 each pair also carries β · KL(p_θ ‖ p_ref) / ``num_selected`` (the
     global count of non-zero weights), the reference's mean computed without gradients.
