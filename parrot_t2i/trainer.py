@@ -306,8 +306,9 @@ def update_t2i(
     ⌈P·T / batch_size⌉ calls, not T·⌈P / batch_size⌉ part-filled ones. Each UNet call has a fixed
     cost, so this is what makes skipping dominated samples pay in proportion (docs/PERFORMANCE.md).
     Only the steps of ``window`` (all T without ``sample.sde_window``, less a noise-free last step)
-    are trained: the others were deterministic. With ``timestep_fraction < 1`` each sample trains on a random subset of them,
-    scaled by |window| / steps so the loss stays an unbiased estimate of the sum over the window. With
+    are trained: the others were deterministic. With ``timestep_fraction < 1`` each sample trains on
+    a random subset of them, scaled by |window| / steps so the loss stays an unbiased estimate of the
+    sum over the window. With
     ``train.kl_coef`` β > 0 each pair also carries β · KL(p_θ ‖ p_ref) / ``num_selected`` (the
     global count of non-zero weights), the reference's mean computed without gradients.
     ``texts`` (the conditioning prompts) are encoded again, with gradients, when the identifiers'
