@@ -172,9 +172,10 @@ CHECKED = ("shape", "colour", "background")
 REFERENCE_QUANTILE = 0.10
 
 
-def train_row(out: Path, overrides: list[str], common: list[str]) -> dict:
+def train_row(out: Path, overrides: list[str], common: list[str], name: str) -> dict:
     """Train one row into ``out`` unless a finished training is there; its cost statistics."""
     if not (out / "summary.json").is_file():
+        print(f"{name}: training", flush=True)
         shutil.rmtree(out, ignore_errors=True)  # an interrupted training starts over
         train(load_config(None, [*common, f"train.output_dir={out}", *overrides]))
         (out / "code_version.txt").write_text(code_version() + "\n")
@@ -201,7 +202,8 @@ def evaluate_row(
     """Per-image rewards and checker hits on the held-out prompts, cached in ``cache``."""
     if cache.is_file():
         record = json.loads(cache.read_text())
-        if len(record["scores"][0]) == len(names):  # a cache from another reward set is evaluated again
+        # A cache from another reward set is evaluated again (caches before "rewards" was recorded: by count).
+        if record.get("rewards", names) == names and len(record["scores"][0]) == len(names):
             return record
     result = evaluate(
         policy, rewards, names, prompts, images_per_prompt=images_per_prompt, inference=inference, batch_size=32
@@ -313,8 +315,7 @@ def main() -> None:
             if overrides is None:
                 policy = T2IPolicy.from_pretrained(defaults.model.pretrained)
             else:
-                print(f"seed {seed}: training {label}", flush=True)
-                costs[key][seed] = train_row(out, overrides, [*common, f"train.seed={seed}"])
+                costs[key][seed] = train_row(out, overrides, [*common, f"train.seed={seed}"], f"seed {seed}: {label}")
                 policy = run_policy(*open_run(out))
             evals[key][seed] = evaluate_row(
                 out / "eval.json", policy, rewards, names, prompts, inference, args.images_per_prompt, checker
