@@ -13,11 +13,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from parrot_t2i.rewards.mini import brightness_and_chroma
+
 
 @torch.no_grad()
 def calm(images: Tensor, prompts: list[str]) -> Tensor:
     """σ(6·(0.4 − brightness) + 4·(0.2 − chroma)) on (B, 3, H, W) images in [0, 1]: dark, grey images score high."""
-    images = images.float()
-    brightness = (images[:, 0] * 0.299 + images[:, 1] * 0.587 + images[:, 2] * 0.114).mean((1, 2))
-    chroma = (images.amax(1) - images.amin(1)).mean((1, 2))
+    brightness, chroma = brightness_and_chroma(images.float())
     return torch.sigmoid(6 * (0.4 - brightness) + 4 * (0.2 - chroma))

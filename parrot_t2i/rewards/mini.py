@@ -46,6 +46,11 @@ def _luma(images: Tensor) -> Tensor:
     return images[:, 0] * 0.299 + images[:, 1] * 0.587 + images[:, 2] * 0.114
 
 
+def brightness_and_chroma(images: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, 3, H, W) in [0, 1] -> mean luma (B,) and mean chroma, max − min over channels (B,)."""
+    return _luma(images).mean((1, 2)), (images.amax(1) - images.amin(1)).mean((1, 2))
+
+
 def _source(component: str, model: str | None) -> str:
     """The model folder: the given one, or the shipped mini-world weights of ``component``."""
     from ..mini import weights_path
@@ -156,9 +161,8 @@ class MiniSentiment(WeightFree):
     def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
         images = images.float()
         r, _, b = images.unbind(1)
-        brightness = _luma(images).mean((1, 2))
+        brightness, chroma = brightness_and_chroma(images)
         warmth = (r - b).mean((1, 2))
-        chroma = (images.amax(1) - images.amin(1)).mean((1, 2))
         return torch.sigmoid(6 * (brightness - 0.5) + 4 * warmth + 4 * (chroma - 0.2))
 
 
