@@ -44,7 +44,6 @@ class LearnedIdentifiers(torch.nn.Module):
             self.register_buffer(f"token_ids_{i}", ids)  # (K,) one token per identifier, in encoder i
         # (K, D_i) per encoder, float32 whatever the encoder's dtype: AdamW on bf16 vectors would stall.
         self.embeddings = torch.nn.ParameterList([torch.nn.Parameter(e.float().clone()) for e in initial])
-        self._handles = []
 
     @classmethod
     def attach(cls, encoders: Sequence[tuple[torch.nn.Module, object]], strings: list[str]) -> LearnedIdentifiers:
@@ -63,7 +62,7 @@ class LearnedIdentifiers(torch.nn.Module):
         learned = cls(strings, token_ids, initial).to(encoders[0][0].device)
         for i, (encoder, _) in enumerate(encoders):
             hook = lambda module, args, output, i=i: learned._substitute(i, args[0], output)
-            learned._handles.append(encoder.get_input_embeddings().register_forward_hook(hook))
+            encoder.get_input_embeddings().register_forward_hook(hook)
         return learned
 
     def _substitute(self, encoder: int, input_ids: Tensor, output: Tensor) -> Tensor:
