@@ -78,16 +78,17 @@ from parrot_t2i.trainer import train
 
 RESULTS = Path(__file__).parent / "results"
 PARETO_Z = ["objective.name=weighted_sum", "objective.pareto_filter=true", "objective.reward_normalization=group"]
-# Scalarisation rows train on every sample, pinned rather than left to the default rule (the filter
-# for "parrot" only), so that a change of that default cannot move these rows.
-SUM_Z = ["objective.name=weighted_sum", "objective.pareto_filter=false", "objective.reward_normalization=group"]
+# Scalarisation and control rows train on every sample, pinned rather than left to the default rule
+# (the filter for "parrot" only), so that a change of that default cannot move these rows.
+NO_FILTER = "objective.pareto_filter=false"
+SUM_Z = ["objective.name=weighted_sum", NO_FILTER, "objective.reward_normalization=group"]
 ALGORITHM_1 = ["sample.group_by=prompt_reward", "sample.prompts_per_iteration=1", "sample.images_per_prompt=8"]
 # (key, label, family, overrides); family "base" rows are not trained.
 # In the order a default invocation runs them (each seed goes through every row before the next).
 ROWS = [
     ("base_plain", "base, plain prompt", "base", None),
     ("base", "base + identifiers", "base", None),
-    ("random", "random weights (control)", "control", ["objective.name=random", "objective.pareto_filter=false"]),
+    ("random", "random weights (control)", "control", ["objective.name=random", NO_FILTER]),
     (
         "ws_group_z",
         "weighted sum, group z (Flow-GRPO)",
@@ -101,7 +102,7 @@ ROWS = [
         "scalarisation",
         [
             "objective.name=weighted_sum",
-            "objective.pareto_filter=false",
+            NO_FILTER,
             "objective.reward_normalization=none",
             *ALGORITHM_1,
         ],
@@ -116,7 +117,7 @@ ROWS = [
         "gdpo",
         "normalise-then-sum (GDPO)",
         "scalarisation",
-        ["objective.name=normalize_then_sum", "objective.pareto_filter=false"],
+        ["objective.name=normalize_then_sum", NO_FILTER],
     ),
     ("front_rank", "front rank + crowding", "pareto", ["objective.name=front_rank"]),
     ("dominance", "dominance count", "pareto", ["objective.name=dominance_count"]),
@@ -164,7 +165,7 @@ ROWS = [
         "alone",
         "{added} alone (control)",
         "control",
-        ["objective.name=single", "objective.reward={added}", "objective.pareto_filter=false"],
+        ["objective.name=single", "objective.reward={added}", NO_FILTER],
     ),
 ]
 NEEDS_EXTRA = {"alone"}  # rows that train on an added reward
