@@ -25,6 +25,7 @@ training (half of them trained per sample) and 20 at evaluation, the same for ev
 | HV contribution | standardised exclusive hypervolume contribution | 4 prompts × 8 |
 | Parrot Eq. 4, group z | the previous default job's objective | 4 prompts × 8 |
 | drift control | KL β = 0.01 on Pareto z, HV contribution, group-z sum; PPO clip 0.1 × 2 epochs | 4 prompts × 8 |
+| single reward | one reward's group z alone (one-hot weights), for each of the four | 4 prompts × 8 |
 
 Measured per row and seed: each reward's mean and their average; the per-prompt hypervolume (each
 prompt's images above a reference point: each reward's 10th percentile over the base +
@@ -159,6 +160,22 @@ ROWS = [
         "pareto",
         ["objective.name=parrot", "objective.reward_normalization=group"],
     ),
+    # The paper's single-reward baseline: one-hot weights, each of the four default rewards alone. A
+    # scalarisation too, so the best of them competes in the automatic comparison.
+    *[
+        (
+            f"single_{name}",
+            f"{name} alone (one-hot weights)",
+            "scalarisation",
+            [
+                "objective.name=single",
+                f"objective.reward=mini_{name}",
+                NO_FILTER,
+                "objective.reward_normalization=group",
+            ],
+        )
+        for name in ("aesthetic", "preference", "alignment", "sentiment")
+    ],
     # With --extra-rewards only: is the first added reward learnable on its own (group z-scores)? A
     # conflict can only tell objectives apart if the reward it adds rises when trained alone.
     (
