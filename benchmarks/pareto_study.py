@@ -43,6 +43,11 @@ Algorithm 1 draws 1 prompt × K identifiers × 8, so every row still sees the sa
 Row ``alone`` then trains on the first added reward alone: the control that says whether it can
 rise at all. A user reward is added the same way, e.g. ``--extra-rewards study_rewards:calm``.
 
+`--preset mini-flow` runs the same rows on the flow model (`builtin:mini-flow`): every row then
+starts from that preset (LoRA on the transformer's attention, the flow SDE at a = 0.7, and its KL
+β = 0.01 on every row that sets no KL of its own; pass `--learning-rate 3e-3`, the preset's rate,
+to train as it does), and results go to their own folder and JSON (``pareto_study_mini-flow``).
+
 Resumable: each finished training and each evaluation is kept under --work-dir; rerun the same
 command after an interruption. Writes benchmarks/results/pareto_study.json and pareto_study.png.
 """
@@ -50,6 +55,7 @@ command after an interruption. Writes benchmarks/results/pareto_study.json and p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -65,12 +71,12 @@ import torch
 import yaml
 from provenance import code_version
 
-from parrot_t2i.config import load_config
+from parrot_t2i.config import Config, load_config
 from parrot_t2i.evaluate import Inference, evaluate, inference_from_config
 from parrot_t2i.mini import weights_path
 from parrot_t2i.mini.nets import AttributeChecker
 from parrot_t2i.pareto import hypervolume, per_prompt_hypervolume
-from parrot_t2i.policies.unet import T2IPolicy
+from parrot_t2i.policies import Policy, load_policy
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.rewards import build_rewards
 from parrot_t2i.runs import open_run, run_policy
@@ -190,12 +196,13 @@ CHECKED = ("shape", "colour", "background")
 REFERENCE_QUANTILE = 0.10
 
 
-def train_row(out: Path, overrides: list[str], common: list[str], name: str) -> dict:
-    """Train one row into ``out`` unless a finished training is there; its cost statistics."""
+def train_row(out: Path, preset: str | None, overrides: list[str], common: list[str], name: str) -> dict:
+    """Train one row (``preset`` + ``common`` + the row's ``overrides``) into ``out`` unless a
+    finished training is there; its cost statistics."""
     if not (out / "summary.json").is_file():
         print(f"{name}: training", flush=True)
         shutil.rmtree(out, ignore_errors=True)  # an interrupted training starts over
-        train(load_config(None, [*common, f"train.output_dir={out}", *overrides]))
+        train(load_config(preset, [*common, f"train.output_dir={out}", *overrides]))
         (out / "code_version.txt").write_text(code_version() + "\n")
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     weights_nonzero = [h["selected_fraction"] for h in history]
@@ -209,7 +216,7 @@ def train_row(out: Path, overrides: list[str], common: list[str], name: str) -> 
 
 def evaluate_row(
     cache: Path,
-    policy: T2IPolicy,
+    policy: Policy,
     rewards,
     names,
     prompts,
@@ -268,12 +275,20 @@ def main() -> None:
         help="rewards added to the default four: names, or YAML entries such as "
         "'{name: mini_detail, args: {threshold: 0.006, width: 0.003}}'",
     )
-    parser.add_argument("--work-dir", help="default: runs/pareto_study, suffixed with the extra rewards")
+    parser.add_argument(
+        "--preset",
+        help="the job every row starts from (a packaged name or a YAML path; default: the default job), "
+        "e.g. mini-flow for the flow model. Rows pin only their objective, KL or clip and the budget "
+        "flags above, so a preset's KL applies to every row that sets none",
+    )
+    parser.add_argument("--work-dir", help="default: runs/pareto_study, suffixed with the preset and extra rewards")
     parser.add_argument("--out", help="default: benchmarks/results/pareto_study.json, suffixed likewise")
     args = parser.parse_args()
     extra = [entry if isinstance(entry, dict) else {"name": entry} for entry in map(yaml.safe_load, args.extra_rewards)]
     # Each reward setting gets its own folder and JSON: a cached row of another setting is never reused.
-    suffix = "".join(f"_{e['name']}" + "".join(f"_{k}{v}" for k, v in sorted(e.get("args", {}).items())) for e in extra)
+    suffix = (f"_{Path(args.preset).stem}" if args.preset else "") + "".join(
+        f"_{e['name']}" + "".join(f"_{k}{v}" for k, v in sorted(e.get("args", {}).items())) for e in extra
+    )
     suffix = suffix.replace(":", "-")  # a user reward "module:function" names a folder too
     args.work_dir = args.work_dir or str(RESULTS.parent.parent / "runs" / f"pareto_study{suffix}")  # whatever the cwd
     args.out = args.out or str(RESULTS / f"pareto_study{suffix}.json")
@@ -291,11 +306,10 @@ def main() -> None:
         if key == name
     ]
     prompts = read_prompt_file("builtin:mini-heldout", "held-out prompts")[: args.eval_prompts]
-    reward_set = [{"name": spec.name} for spec in load_config(None).rewards] + extra
+    reward_set = [dataclasses.asdict(spec) for spec in load_config(args.preset).rewards] + extra
     # K prompts per iteration (Algorithm 1's rows: 1 prompt × K identifiers), 8 images each: one budget for every row.
     world = ["rewards=" + json.dumps(reward_set), f"sample.prompts_per_iteration={len(reward_set)}"]
-    args.reward_set = reward_set  # recorded in the JSON
-    defaults = load_config(None, world)
+    defaults = load_config(args.preset, world)
     names = [spec.name for spec in defaults.rewards]
     rewards = build_rewards(defaults.rewards)
     checker = AttributeChecker.from_pretrained(weights_path("checker")).eval()
@@ -331,18 +345,21 @@ def main() -> None:
             inference = replace(inference_from_config(defaults, None, trained_identifiers=key != "base_plain"), **plain)
             out = work / f"seed{seed}" / key
             if overrides is None:
-                policy = T2IPolicy.from_pretrained(defaults.model.pretrained)
+                policy = load_policy(defaults.model.pretrained, defaults.model)
             else:
-                costs[key][seed] = train_row(out, overrides, [*common, f"train.seed={seed}"], f"seed {seed}: {label}")
+                common_seed = [*common, f"train.seed={seed}"]
+                costs[key][seed] = train_row(out, args.preset, overrides, common_seed, f"seed {seed}: {label}")
                 policy = run_policy(*open_run(out))
             evals[key][seed] = evaluate_row(
                 out / "eval.json", policy, rewards, names, prompts, inference, args.images_per_prompt, checker
             )
-        write_results(args, rows, evals, costs, names, started)
+        write_results(args, defaults, rows, evals, costs, started)
 
 
-def write_results(args, rows, evals, costs, names, started) -> None:
-    """Aggregate what is finished so far into the JSON, the table and the figure."""
+def write_results(args, defaults: Config, rows, evals, costs, started) -> None:
+    """Aggregate what is finished so far into the JSON, the table and the figure; ``defaults``: the
+    configuration every row starts from (the preset with the study's rewards)."""
+    names = [spec.name for spec in defaults.rewards]
     base_scores = np.concatenate([np.array(r["scores"]) for r in evals["base"].values()])
     reference = np.quantile(base_scores, REFERENCE_QUANTILE, axis=0)
     seeds = sorted(evals["base"])
@@ -379,11 +396,13 @@ def write_results(args, rows, evals, costs, names, started) -> None:
         "budget": {
             "iterations": args.iterations,
             "images_per_iteration": 8 * len(names),
-            "rewards": args.reward_set,
+            "rewards": [dataclasses.asdict(spec) for spec in defaults.rewards],
             "learning_rate": args.learning_rate,
             "train_steps": args.train_steps,
             "timestep_fraction": args.timestep_fraction,
-            "trained": "T2I cross-attention only, identifiers on, no PEN",
+            "preset": args.preset or "the default job",
+            "model": defaults.model.pretrained,
+            "trained": f"T2I {defaults.model.trainable} only, identifiers on, no PEN",
         },
         "eval": {
             "prompts": args.eval_prompts,

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
@@ -70,31 +72,33 @@ def test_its_training_transitions_reproduce_the_sampled_log_probs(mini_flow):
     torch.testing.assert_close(recomputed, trajectory.log_probs[rows, steps], atol=1e-5, rtol=0)
 
 
-def test_parrot_trains_a_lora_on_it(mini_flow, tmp_path):
+def test_the_mini_flow_preset_trains_a_lora_on_it(mini_flow, tmp_path):
     from parrot_t2i.config import load_config
     from parrot_t2i.runs import open_run, run_policy
     from parrot_t2i.trainer import train
 
     folder, _ = mini_flow
-    run_dir = train(
-        load_config(
-            None,
-            [
-                f"model.pretrained={folder}",
-                "model.trainable=lora",
-                "pen.pretrained=null",
-                "train.pen=false",
-                "sample.eta=0.7",
-                "sample.num_inference_steps=3",
-                "sample.prompts_per_iteration=1",
-                "sample.images_per_prompt=4",
-                "train.num_iterations=1",
-                "train.kl_coef=0.01",
-                "eval.file=null",
-                f"train.output_dir={tmp_path / 'run'}",
-            ],
-        )
+    preset = load_config("mini-flow")
+    assert (preset.model.pretrained, preset.model.trainable, preset.sample.eta) == ("builtin:mini-flow", "lora", 0.7)
+    assert (preset.train.learning_rate, preset.train.kl_coef) == (3e-3, 0.01)
+    assert preset.rewards == load_config().rewards and preset.objective == load_config().objective
+    config = load_config(
+        "mini-flow",
+        [
+            f"model.pretrained={folder}",
+            "pen.pretrained=null",
+            "train.pen=false",
+            "sample.num_inference_steps=3",
+            "sample.prompts_per_iteration=1",
+            "sample.images_per_prompt=4",
+            "train.num_iterations=1",
+            "eval.file=null",
+            f"train.output_dir={tmp_path / 'run'}",
+        ],
     )
+    run_dir = train(config)
+    (record,) = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert record["kl"] == pytest.approx(0.0, abs=1e-6)  # the preset's KL ran; zero while the LoRA is fresh
     trained = run_policy(*open_run(run_dir))
     assert any("lora" in n for n, _ in trained.transformer.named_parameters())
 
