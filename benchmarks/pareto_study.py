@@ -84,11 +84,12 @@ from parrot_t2i.stats import mean_ci
 from parrot_t2i.trainer import train
 
 RESULTS = Path(__file__).parent / "results"
-PARETO_Z = ["objective.name=weighted_sum", "objective.pareto_filter=true", "objective.reward_normalization=group"]
+GROUP_Z = "objective.reward_normalization=group"  # per-prompt z-scores of each reward
+PARETO_Z = ["objective.name=weighted_sum", "objective.pareto_filter=true", GROUP_Z]
 # Scalarisation and control rows train on every sample, pinned rather than left to the default rule
 # (the filter for "parrot" only), so that a change of that default cannot move these rows.
 NO_FILTER = "objective.pareto_filter=false"
-SUM_Z = ["objective.name=weighted_sum", NO_FILTER, "objective.reward_normalization=group"]
+SUM_Z = ["objective.name=weighted_sum", NO_FILTER, GROUP_Z]
 ALGORITHM_1 = ["sample.group_by=prompt_reward", "sample.prompts_per_iteration=1", "sample.images_per_prompt=8"]
 # (key, label, family, overrides); family "base" rows are not trained.
 # In the order a default invocation runs them (each seed goes through every row before the next).
@@ -164,7 +165,7 @@ ROWS = [
         "parrot_z",
         "Parrot Eq. 4, group z (old default)",
         "pareto",
-        ["objective.name=parrot", "objective.reward_normalization=group"],
+        ["objective.name=parrot", GROUP_Z],
     ),
     # The paper's single-reward baseline: one-hot weights, each of the four default rewards alone. A
     # scalarisation too, so the best of them competes in the automatic comparison.
@@ -173,12 +174,7 @@ ROWS = [
             f"single_{name}",
             f"{name} alone (one-hot weights)",
             "scalarisation",
-            [
-                "objective.name=single",
-                f"objective.reward=mini_{name}",
-                NO_FILTER,
-                "objective.reward_normalization=group",
-            ],
+            ["objective.name=single", f"objective.reward=mini_{name}", NO_FILTER, GROUP_Z],
         )
         for name in ("aesthetic", "preference", "alignment", "sentiment")
     ],

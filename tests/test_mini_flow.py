@@ -81,7 +81,8 @@ def test_the_mini_flow_preset_trains_a_lora_on_it(mini_flow, tmp_path):
     preset = load_config("mini-flow")
     assert (preset.model.pretrained, preset.model.trainable, preset.sample.eta) == ("builtin:mini-flow", "lora", 0.7)
     assert (preset.train.learning_rate, preset.train.kl_coef) == (3e-3, 0.01)
-    assert preset.rewards == load_config().rewards and preset.objective == load_config().objective
+    default = load_config()
+    assert preset.rewards == default.rewards and preset.objective == default.objective
     config = load_config(
         "mini-flow",
         [
