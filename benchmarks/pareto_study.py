@@ -80,7 +80,7 @@ from parrot_t2i.policies import Policy, load_policy
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.rewards import build_rewards
 from parrot_t2i.runs import open_run, run_policy
-from parrot_t2i.stats import mean_ci
+from parrot_t2i.stats import mean_ci, seeds_to_resolve
 from parrot_t2i.trainer import train
 
 RESULTS = Path(__file__).parent / "results"
@@ -440,18 +440,25 @@ def compare(table: dict, names: list[str]) -> dict:
         return {}
     p, s = table[best["pareto"]], table[best["scalarisation"]]
     shared = [seed for seed in p["seeds"] if seed in s["seeds"]]
-    diffs, overlap = {}, {}
+    diffs, overlap, needed = {}, {}, {}
     for c in (*names, "average", "hv_per_prompt", "hv_pooled_origin", "worst_change", *CHECKED):
-        pick = lambda row, c=c: [row[c]["per_seed"][row["seeds"].index(seed)] for seed in shared]
-        diffs[c] = interval([a - b for a, b in zip(pick(p), pick(s))])
+        pick = lambda row, c=c: np.array([row[c]["per_seed"][row["seeds"].index(seed)] for seed in shared])
+        diffs[c] = interval((pick(p) - pick(s)).tolist())
         (pm, ph), (sm, sh) = (mean_ci(pick(row)) for row in (p, s))
         overlap[c] = bool(abs(pm - sm) <= ph + sh) if np.isfinite(ph + sh) else None  # the two rows' own 95% intervals
+        if len(shared) > 1:  # if later seeds scatter as these did: how many would settle this difference
+            sd = lambda x: float(np.std(x, ddof=1))
+            needed[c] = {
+                "paired": seeds_to_resolve(diffs[c]["mean"], sd(pick(p) - pick(s))),
+                "separate_intervals": seeds_to_resolve(pm - sm, sd(pick(p)) + sd(pick(s))),
+            }
     return {
         "best_pareto": best["pareto"],
         "best_scalarisation": best["scalarisation"],
         "seeds": shared,
         "pareto_minus_scalarisation": diffs,
         "intervals_overlap": overlap,
+        "seeds_needed": needed,
     }
 
 
@@ -474,6 +481,12 @@ def print_table(table: dict, names: list[str], comparison: dict) -> None:
             f"paired over seeds {comparison['seeds']}: "
             + ", ".join(f"{c} {v['mean']:+.4f} ± {v['ci95']:.4f}" for c, v in d.items())
         )
+        needed = comparison["seeds_needed"]
+        if needed:
+            print(
+                "seeds that would settle it (paired / separate intervals; - : never): "
+                + ", ".join(f"{c} {v['paired'] or '-'} / {v['separate_intervals'] or '-'}" for c, v in needed.items())
+            )
 
 
 def plot(table: dict, path: Path) -> None:

@@ -26,6 +26,31 @@ def mean_ci(values: Tensor | np.ndarray | list[float], confidence: float = 0.95)
     return mean, t * float(x.std(ddof=1)) / math.sqrt(len(x))
 
 
+def seeds_to_resolve(effect: float, spread: float, confidence: float = 0.95, most: int = 100_000) -> int | None:
+    """The fewest seeds n ≥ 2 at which a Student-t interval of half-width t(n−1)·spread/√n falls
+    below |effect|: how many seeds a difference of this size needs before an interval excludes a
+    tie, if later seeds scatter as these did. ``spread``: the standard deviation over seeds of the
+    paired differences (the paired interval excludes zero), or the sum of the two rows' own
+    standard deviations (their separate intervals stop overlapping, the stricter reading). None
+    where it takes more than ``most`` (no effect, or one far below its noise)."""
+    if effect == 0 or not math.isfinite(effect) or not math.isfinite(spread):
+        return None
+    if spread == 0:
+        return 2
+
+    # The half-width falls monotonically in n; bisect for the first n below |effect|.
+    def resolved(n: int) -> bool:
+        return float(scipy_stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * spread / math.sqrt(n) < abs(effect)
+
+    if not resolved(most):
+        return None
+    low, high = 2, most
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if resolved(middle) else (middle + 1, high)
+    return low
+
+
 def summarize(scores: Tensor, names: list[str], confidence: float = 0.95) -> dict[str, dict[str, float]]:
     """Per reward column of ``scores`` (B, K): mean, CI half-width and n; plus the per-image average
     over rewards as "average"."""

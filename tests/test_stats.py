@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from parrot_t2i.stats import mean_ci, summarize
+from parrot_t2i.stats import mean_ci, seeds_to_resolve, summarize
 
 
 def test_mean_ci_by_hand():
@@ -34,3 +34,16 @@ def test_summarize_adds_the_average_column():
     assert table["a"]["n"] == 2 and table["a"]["ci95"] == pytest.approx(
         12.7062047 * math.sqrt(2) / math.sqrt(2), rel=1e-6
     )
+
+
+def test_seeds_to_resolve_by_hand():
+    # effect 2, spread √2: t(1)·√2/√2 = 12.71, t(2)·√2/√3 = 3.51, t(3)·√2/2 = 2.25, t(4)·√2/√5 = 1.76 < 2
+    assert seeds_to_resolve(2.0, math.sqrt(2.0)) == 5
+    assert seeds_to_resolve(-2.0, math.sqrt(2.0)) == 5  # the sign does not matter
+    # one seed-spread's effect: t(n−1)/√n < 1 first at n = 7 (t(5) = 2.571, /√6 = 1.050; t(6) = 2.447, /√7 = 0.925)
+    assert seeds_to_resolve(0.01, 0.01) == 7
+    assert seeds_to_resolve(1.0, 0.0) == 2  # no scatter: the fewest an interval needs
+    assert seeds_to_resolve(0.0, 1.0) is None  # no effect is never resolved
+    assert seeds_to_resolve(1e-4, 1.0, most=1000) is None  # (1.96 / 1e-4)² seeds: past the cap
+    # a small effect: t → 1.96, so n → (1.96 · spread / effect)² = 384.1; t(n−1) > 1.96 adds three
+    assert seeds_to_resolve(0.1, 1.0) == 387
