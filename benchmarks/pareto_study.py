@@ -80,7 +80,7 @@ from parrot_t2i.policies import Policy, load_policy
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.rewards import build_rewards
 from parrot_t2i.runs import open_run, run_policy
-from parrot_t2i.stats import mean_ci, seeds_to_resolve
+from parrot_t2i.stats import mean_ci, seeds_to_resolve, within_group_correlation
 from parrot_t2i.trainer import train
 
 RESULTS = Path(__file__).parent / "results"
@@ -356,9 +356,9 @@ def write_results(args, defaults: Config, rows, evals, costs, started) -> None:
     """Aggregate what is finished so far into the JSON, the table and the figure; ``defaults``: the
     configuration every row starts from (the preset with the study's rewards)."""
     names = [spec.name for spec in defaults.rewards]
-    base_scores = np.concatenate([np.array(r["scores"]) for r in evals["base"].values()])
-    reference = np.quantile(base_scores, REFERENCE_QUANTILE, axis=0)
     seeds = sorted(evals["base"])
+    base_scores = np.concatenate([np.array(evals["base"][s]["scores"]) for s in seeds])
+    reference = np.quantile(base_scores, REFERENCE_QUANTILE, axis=0)
     table = {}
     for key, label, family, _ in rows:
         done = [s for s in seeds if s in evals[key]]
@@ -387,6 +387,9 @@ def write_results(args, defaults: Config, rows, evals, costs, started) -> None:
             entry["code_versions"] = sorted({costs[key][s]["code_version"] for s in costs[key]})
         table[key] = entry
     comparison = compare(table, names)
+    # Whether this world has trade-offs among one prompt's images (what selection and advantages see).
+    groups = [f"{s}/{p}" for s in seeds for p in evals["base"][s]["prompts"]]
+    correlation = within_group_correlation(base_scores, groups)
     result = {
         "code_version": code_version(),
         "budget": {
@@ -411,6 +414,11 @@ def write_results(args, defaults: Config, rows, evals, costs, started) -> None:
             "quantile": REFERENCE_QUANTILE,
             "of": "each reward over the base + identifiers images, pooled over seeds",
             "point": dict(zip(names, reference.tolist())),
+        },
+        "base_within_prompt_correlation": {
+            "of": "the base + identifiers images, each prompt's mean removed per seed, pooled over seeds",
+            "rewards": names,
+            "matrix": correlation.round(3).tolist(),
         },
         "table": table,
         "comparison": comparison,

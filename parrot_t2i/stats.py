@@ -51,6 +51,20 @@ def seeds_to_resolve(effect: float, spread: float, confidence: float = 0.95, mos
     return low
 
 
+def within_group_correlation(scores: np.ndarray, groups: np.ndarray | list) -> np.ndarray:
+    """(K, K) correlation of the K rewards after removing each group's mean: whether, among one
+    prompt's images, a higher score on one reward comes with a higher or a lower score on another.
+    This, not the correlation across prompts, is what per-prompt selection and advantages see: a
+    world where every off-diagonal entry is positive offers a weighted sum no trade-off to lose."""
+    x = np.asarray(scores, dtype=np.float64)
+    groups = np.asarray(groups)
+    centred = x.copy()
+    for g in np.unique(groups):
+        centred[groups == g] -= x[groups == g].mean(0)
+    norms = np.sqrt((centred**2).sum(0))
+    return (centred.T @ centred) / np.outer(norms, norms)
+
+
 def summarize(scores: Tensor, names: list[str], confidence: float = 0.95) -> dict[str, dict[str, float]]:
     """Per reward column of ``scores`` (B, K): mean, CI half-width and n; plus the per-image average
     over rewards as "average"."""

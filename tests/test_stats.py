@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from parrot_t2i.stats import mean_ci, seeds_to_resolve, summarize
+from parrot_t2i.stats import mean_ci, seeds_to_resolve, summarize, within_group_correlation
 
 
 def test_mean_ci_by_hand():
@@ -47,3 +47,17 @@ def test_seeds_to_resolve_by_hand():
     assert seeds_to_resolve(1e-4, 1.0, most=1000) is None  # (1.96 / 1e-4)² seeds: past the cap
     # a small effect: t → 1.96, so n → (1.96 · spread / effect)² = 384.1; t(n−1) > 1.96 adds three
     assert seeds_to_resolve(0.1, 1.0) == 387
+
+
+def test_within_group_correlation_by_hand():
+    # Group a centres to (−1, −1), (1, 1); group b to (−1, 1), (1, −1): Σxy = 1 + 1 − 1 − 1 = 0.
+    scores = [[0.0, 0.0], [2.0, 2.0], [5.0, 1.0], [7.0, -1.0]]
+    assert within_group_correlation(scores, ["a", "a", "b", "b"]) == pytest.approx(np.eye(2))
+    # The same scores as one group: the groups' levels now count (b: higher x, lower y) and the
+    # correlation turns negative: centred x = (−3.5, −1.5, 1.5, 3.5), y = (−0.5, 1.5, 0.5, −1.5), x·y = −5.
+    x, y = np.array([-3.5, -1.5, 1.5, 3.5]), np.array([-0.5, 1.5, 0.5, -1.5])
+    one = within_group_correlation(scores, [0, 0, 0, 0])
+    assert one[0, 1] == pytest.approx((x @ y) / np.sqrt((x @ x) * (y @ y))) and one[0, 1] < 0
+    # Within-group rises together: +1, whatever the groups' levels.
+    together = within_group_correlation([[0.0, 9.0], [1.0, 10.0], [5.0, -3.0], [6.0, -2.0]], [0, 0, 1, 1])
+    assert together[0, 1] == pytest.approx(1.0)
