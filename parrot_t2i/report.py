@@ -4,8 +4,10 @@ For each entry: every reward's mean ± 95% CI (alignment scored against the orig
 paper does), their average, and the per-prompt hypervolume: for each prompt, the volume of reward
 space its images dominate above a reference point, averaged over prompts. The reference is each
 reward's 10th percentile over the first entry's images (the base model, or "before" training)
-unless one is given. Pairwise front plots show every image per pair of rewards, each entry's
-non-dominated images marked and its front drawn, arrows between the entries' means. Written as
+unless one is given. The rewards' correlation among one prompt's images says whether the rewards
+trade off at all (a negative pair) or rise together. Pairwise front plots show every image per
+pair of rewards, each entry's non-dominated images marked and its front drawn, arrows between the
+entries' means. Written as
 report.md, a self-contained report.html (images embedded as data URIs, figures as SVG),
 results.json, PNGs and SVGs; figures come from ``plots.py``.
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -26,7 +29,7 @@ from .evaluate import Evaluation
 from .images import save_grid
 from .pareto import lower_quantile_reference, per_prompt_hypervolume
 from .plots import front_plot, save
-from .stats import summarize
+from .stats import summarize, within_group_correlation
 
 
 @dataclass
@@ -74,6 +77,7 @@ def write_report(
                 "source": entry.source,
                 "rewards": summarize(ev.scores, names),
                 "hypervolume_per_prompt": per_prompt_hypervolume(ev.scores, ev.prompts, ref),
+                "within_prompt_correlation": _correlation(ev),
                 "images": len(ev.prompts),
                 "grid": grid.name,
                 "examples": [
@@ -83,7 +87,7 @@ def write_report(
             }
         )
     labels, scores = [e.label for e in entries], [e.evaluation.scores for e in entries]
-    for i, j in combinations(range(len(names)), 2):
+    for i, j in _pairs(names):
         png, _ = save(front_plot(labels, scores, names, i, j), out / f"front_{names[i]}_{names[j]}.png")
         pictures.append(
             (
@@ -100,6 +104,35 @@ def write_report(
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(_html(results, names, pictures))
     return results
+
+
+def _correlation(ev: Evaluation) -> list[list[float | None]]:
+    """The rewards' correlation among one prompt's images (None where a reward is constant within
+    every prompt): negative pairs are the trade-offs a Pareto front can keep and a weighted sum
+    averages away; all positive, and Pareto selection has nothing to add (docs/RESULTS.md)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = within_group_correlation(ev.scores.double().numpy(), ev.prompts)
+    return [[round(float(v), 3) if np.isfinite(v) else None for v in row] for row in matrix]
+
+
+def _pairs(names: list[str]) -> list[tuple[int, int]]:
+    return list(combinations(range(len(names)), 2))
+
+
+def _correlation_table(results: dict, names: list[str]) -> list[list[str]]:
+    """Header, then one row per entry: each pair of rewards' within-prompt correlation."""
+    cell = lambda v: "—" if v is None else f"{v:+.2f}"
+    return [["entry", *(f"{names[i]}–{names[j]}" for i, j in _pairs(names))]] + [
+        [entry["label"], *(cell(entry["within_prompt_correlation"][i][j]) for i, j in _pairs(names))]
+        for entry in results["entries"]
+    ]
+
+
+CORRELATION_NOTE = (
+    "Within-prompt reward correlation: each prompt's mean removed, then the correlation of each pair of "
+    "rewards over the images; a negative pair is a trade-off among one prompt's images, which Pareto "
+    "selection keeps and a weighted sum averages away."
+)
 
 
 def _table_rows(results: dict, names: list[str]) -> list[list[str]]:
@@ -129,6 +162,10 @@ def _markdown(results: dict, names: list[str], pictures: list[tuple[str, Path]])
         "|---|" + "---:|" * (len(header) - 1),
     ]
     lines += ["| " + " | ".join(row) + " |" for row in _table_rows(results, names)]
+    if len(names) > 1:
+        pairs, *rows = _correlation_table(results, names)
+        lines += ["", CORRELATION_NOTE, "", "| " + " | ".join(pairs) + " |", "|---|" + "---:|" * (len(pairs) - 1)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     for entry in results["entries"]:
         lines += ["", f"## {entry['label']}", f"source: `{entry['source']}`", ""]
         lines += [f"- {e['prompt']!r} → {e['expansion']!r}" for e in entry["examples"]]
@@ -151,6 +188,13 @@ def _html(results: dict, names: list[str], pictures: list[tuple[str, Path]]) -> 
     esc = html.escape
     header = "".join(f"<th>{esc(h)}</th>" for h in ["entry", *names, "average", "HV per prompt"])
     rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in _table_rows(results, names))
+    correlation = ""
+    if len(names) > 1:
+        pairs, *table = _correlation_table(results, names)
+        head = "".join(f"<th>{esc(h)}</th>" for h in pairs)
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in table)
+        correlation = f"<p>{esc(CORRELATION_NOTE)}</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
+        correlation += "</table>"
     figures = "".join(
         f'<figure><img src="{_data_uri(path)}" alt="{esc(caption)}" '
         f'data-file="{esc(path.name)}"><figcaption>{esc(caption)}</figcaption></figure>'
@@ -166,5 +210,5 @@ def _html(results: dict, names: list[str], pictures: list[tuple[str, Path]]) -> 
         "HV per prompt: the reward-space volume one prompt's images dominate above "
         f"{esc(str(_rounded(results['hypervolume_reference'])))} ({esc(results['hypervolume_reference_is'])}), "
         "averaged over prompts.</p>"
-        f"<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>{figures}</body></html>\n"
+        f"<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>{correlation}{figures}</body></html>\n"
     )

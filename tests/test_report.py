@@ -57,11 +57,13 @@ def test_evaluate_writes_a_self_contained_report(tmp_path, capsys, train_tiny):
         brightness = entry["rewards"]["brightness"]
         assert 0 <= brightness["mean"] <= 1 and brightness["ci95"] > 0 and brightness["n"] == 4
         assert entry["hypervolume_per_prompt"] >= 0
+        (one, r), (r_t, other) = entry["within_prompt_correlation"]  # each prompt's mean removed
+        assert one == other == 1.0 and r == r_t and -1 <= r <= 1
     assert results["entries"][0]["examples"][0]["prompt"] == "a red circle"  # the run expanded it with its PEN
     parser = Images()
     parser.feed((out / "report.html").read_text())
     assert (
-        parser.tables == 1
+        parser.tables == 2  # the rewards, and their within-prompt correlation
         and sorted(parser.files) == sorted(results["plots"])
         and all(s.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,")) for s in parser.sources)
     )
@@ -78,6 +80,8 @@ def test_evaluate_writes_a_self_contained_report(tmp_path, capsys, train_tiny):
         and "HV per prompt: the reward-space volume" in report
         and "](front_brightness_colorfulness.png)" in report
         and "![brightness vs colorfulness: every image" in report
+        and "| entry | brightness–colorfulness |" in report
+        and f"| run | {first['within_prompt_correlation'][0][1]:+.2f} |" in report
     )
     assert "wrote" in capsys.readouterr().out
 
