@@ -433,7 +433,7 @@ def write_results(args, defaults: Config, rows, evals, costs, started) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print_table(table, names, comparison)
-    plot(table, out.with_suffix(".png"))
+    plot(table, out.with_suffix(".png"), f"{defaults.model.pretrained}, {args.iterations} iterations")
     print(f"wrote {out} and {out.with_suffix('.png')}", flush=True)
 
 
@@ -497,8 +497,9 @@ def print_table(table: dict, names: list[str], comparison: dict) -> None:
             )
 
 
-def plot(table: dict, path: Path) -> None:
-    """Mean ± 95% interval over seeds of four headline measures, one panel each."""
+def plot(table: dict, path: Path, setting: str) -> None:
+    """Mean ± 95% interval over seeds of four headline measures, one panel each; ``setting`` names
+    the model and budget in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -523,9 +524,7 @@ def plot(table: dict, path: Path) -> None:
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(entries)), [e["label"] for e in entries])
     axes[0].invert_yaxis()
-    fig.suptitle(
-        "Objectives on the mini world: mean ± 95% interval over seeds (dashed: base + identifiers)", fontsize=11
-    )
+    fig.suptitle(f"Objectives on {setting}: mean ± 95% interval over seeds (dashed: base + identifiers)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
