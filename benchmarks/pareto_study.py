@@ -450,15 +450,15 @@ def compare(table: dict, names: list[str]) -> dict:
     shared = [seed for seed in p["seeds"] if seed in s["seeds"]]
     diffs, overlap, needed = {}, {}, {}
     for c in (*names, "average", "hv_per_prompt", "hv_pooled_origin", "worst_change", *CHECKED):
-        pick = lambda row, c=c: np.array([row[c]["per_seed"][row["seeds"].index(seed)] for seed in shared])
-        diffs[c] = interval((pick(p) - pick(s)).tolist())
-        (pm, ph), (sm, sh) = (mean_ci(pick(row)) for row in (p, s))
+        a, b = (np.array([row[c]["per_seed"][row["seeds"].index(seed)] for seed in shared]) for row in (p, s))
+        diffs[c] = interval((a - b).tolist())
+        (pm, ph), (sm, sh) = mean_ci(a), mean_ci(b)
         overlap[c] = bool(abs(pm - sm) <= ph + sh) if np.isfinite(ph + sh) else None  # the two rows' own 95% intervals
         if len(shared) > 1:  # if later seeds scatter as these did: how many would settle this difference
             sd = lambda x: float(np.std(x, ddof=1))
             needed[c] = {
-                "paired": seeds_to_resolve(diffs[c]["mean"], sd(pick(p) - pick(s))),
-                "separate_intervals": seeds_to_resolve(pm - sm, sd(pick(p)) + sd(pick(s))),
+                "paired": seeds_to_resolve(diffs[c]["mean"], sd(a - b)),
+                "separate_intervals": seeds_to_resolve(pm - sm, sd(a) + sd(b)),
             }
     return {
         "best_pareto": best["pareto"],

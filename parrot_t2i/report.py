@@ -135,6 +135,20 @@ CORRELATION_NOTE = (
 )
 
 
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines: the first column left, the numbers right-aligned."""
+    return ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)] + [
+        "| " + " | ".join(row) + " |" for row in rows
+    ]
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 def _table_rows(results: dict, names: list[str]) -> list[list[str]]:
     rows = []
     for entry in results["entries"]:
@@ -158,14 +172,11 @@ def _markdown(results: dict, names: list[str], pictures: list[tuple[str, Path]])
             "covered for each request."
         ),
         "",
-        "| " + " | ".join(header) + " |",
-        "|---|" + "---:|" * (len(header) - 1),
+        *_markdown_table(header, _table_rows(results, names)),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in _table_rows(results, names)]
     if len(names) > 1:
         pairs, *rows = _correlation_table(results, names)
-        lines += ["", CORRELATION_NOTE, "", "| " + " | ".join(pairs) + " |", "|---|" + "---:|" * (len(pairs) - 1)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += ["", CORRELATION_NOTE, "", *_markdown_table(pairs, rows)]
     for entry in results["entries"]:
         lines += ["", f"## {entry['label']}", f"source: `{entry['source']}`", ""]
         lines += [f"- {e['prompt']!r} → {e['expansion']!r}" for e in entry["examples"]]
@@ -186,15 +197,11 @@ def _data_uri(png: Path) -> str:
 
 def _html(results: dict, names: list[str], pictures: list[tuple[str, Path]]) -> str:
     esc = html.escape
-    header = "".join(f"<th>{esc(h)}</th>" for h in ["entry", *names, "average", "HV per prompt"])
-    rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in _table_rows(results, names))
+    rewards = _html_table(["entry", *names, "average", "HV per prompt"], _table_rows(results, names))
     correlation = ""
     if len(names) > 1:
-        pairs, *table = _correlation_table(results, names)
-        head = "".join(f"<th>{esc(h)}</th>" for h in pairs)
-        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in table)
-        correlation = f"<p>{esc(CORRELATION_NOTE)}</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
-        correlation += "</table>"
+        pairs, *rows = _correlation_table(results, names)
+        correlation = f"<p>{esc(CORRELATION_NOTE)}</p>{_html_table(pairs, rows)}"
     figures = "".join(
         f'<figure><img src="{_data_uri(path)}" alt="{esc(caption)}" '
         f'data-file="{esc(path.name)}"><figcaption>{esc(caption)}</figcaption></figure>'
@@ -210,5 +217,5 @@ def _html(results: dict, names: list[str], pictures: list[tuple[str, Path]]) -> 
         "HV per prompt: the reward-space volume one prompt's images dominate above "
         f"{esc(str(_rounded(results['hypervolume_reference'])))} ({esc(results['hypervolume_reference_is'])}), "
         "averaged over prompts.</p>"
-        f"<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>{correlation}{figures}</body></html>\n"
+        f"{rewards}{correlation}{figures}</body></html>\n"
     )
