@@ -6,7 +6,9 @@ Reads, per run folder, what the run measured itself (``summary.json``: held-out 
 run's own inference, before = the base model with that inference and noise) and, where
 ``benchmarks/study_protocol_eval.py`` has scored it, the same run under the objective study's
 protocol (``benchmarks/results/study_protocol_<run>.json``, before = the study's base row of that
-seed). Prints both tables and writes ``benchmarks/results/run_seeds_<name>.json``. No model is run.
+seed). Says which seeds, and whether the mean over seeds, meet issue 15's bar for the default job
+(``parrot_t2i.stats.bar_failures``). Prints both tables and writes
+``benchmarks/results/run_seeds_<name>.json``. No model is run.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from provenance import code_version
 
 from parrot_t2i.runs import run_config
-from parrot_t2i.stats import mean_ci
+from parrot_t2i.stats import bar_failures, mean_ci
 
 RESULTS = Path(__file__).parent / "results"
 CHECKER = {"checker/shape": "shape", "checker/colour": "colour", "checker/background": "background"}
@@ -46,6 +48,10 @@ def print_table(title: str, table: dict[str, dict]) -> None:
         print(f"| {key} | {v['mean']:+.4f} ± {v['ci95']:.4f} | {', '.join(f'{x:+.4f}' for x in v['per_seed'])} |")
 
 
+def verdict(failures: list[str]) -> str:
+    return "meets the bar" if not failures else "misses the bar: " + ", ".join(failures)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run folders of one configuration, one per seed")
@@ -69,15 +75,28 @@ def main() -> None:
             record["study_protocol"] = changes(scored["before"], scored["after"])
             record["study_seed"] = scored["seed"]
             protocol.append(record["study_protocol"])
-        record["seed"] = run_config(run).train.seed
+        config = run_config(run)
+        record["seed"] = config.train.seed
+        record["bar_failures"] = bar_failures(record["own"], [spec.name for spec in config.rewards])
         records.append(record)
+    own_table = summarise(own)
+    names = [spec.name for spec in run_config(args.runs[0]).rewards]
     result = {
         "code_version": code_version(),
         "runs": records,
-        "own_inference": summarise(own),
+        "own_inference": own_table,
+        "bar": {
+            "of": "issue 15's default-job bar on the run's own inference: average and per-prompt hypervolume "
+            "up, no reward down by more than 0.01, checker colour and background at most 0.03 below the base",
+            "seeds_passing": sum(not r["bar_failures"] for r in records),
+            "mean_failures": bar_failures({k: v["mean"] for k, v in own_table.items()}, names),
+        },
         "study_protocol": summarise(protocol) if len(protocol) == len(records) else None,
     }
     print_table(f"{args.name}: the run's own inference, {len(own)} seeds", result["own_inference"])
+    for record in records:
+        print(f"seed {record['seed']}: {verdict(record['bar_failures'])}")
+    print(f"mean over seeds: {verdict(result['bar']['mean_failures'])}")
     if result["study_protocol"]:
         print_table(f"{args.name}: the study's protocol", result["study_protocol"])
     out = RESULTS / f"run_seeds_{args.name}.json"

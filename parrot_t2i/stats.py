@@ -65,6 +65,21 @@ def within_group_correlation(scores: np.ndarray, groups: np.ndarray | list) -> n
     return (centred.T @ centred) / np.outer(norms, norms)
 
 
+def bar_failures(
+    change: dict[str, float], rewards: list[str], max_drop: float = 0.01, checker_tolerance: float = 0.03
+) -> list[str]:
+    """What keeps one run's before → after ``change`` from counting as a win for the default job
+    (issue 15): the average and the per-prompt hypervolume must rise, no reward may fall by more
+    than ``max_drop``, and the attribute checker's colour and background accuracy must not fall more
+    than ``checker_tolerance`` below the base model's (the issue's "within 0.03", read one-sided: a
+    rise is prompt following gained, not harm). Empty when the run passes; otherwise one short
+    entry per failure, e.g. "mini_preference -0.018", so a table can say why."""
+    failures = [f"{key} {change[key]:+.3f}" for key in ("average", "hv_per_prompt") if change[key] <= 0]
+    failures += [f"{name} {change[name]:+.3f}" for name in rewards if change[name] < -max_drop]
+    failures += [f"{key} {change[key]:+.3f}" for key in ("colour", "background") if change[key] < -checker_tolerance]
+    return failures
+
+
 def summarize(scores: Tensor, names: list[str], confidence: float = 0.95) -> dict[str, dict[str, float]]:
     """Per reward column of ``scores`` (B, K): mean, CI half-width and n; plus the per-image average
     over rewards as "average"."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from parrot_t2i.stats import mean_ci, seeds_to_resolve, summarize, within_group_correlation
+from parrot_t2i.stats import bar_failures, mean_ci, seeds_to_resolve, summarize, within_group_correlation
 
 
 def test_mean_ci_by_hand():
@@ -60,3 +60,12 @@ def test_within_group_correlation_by_hand():
     # Within-group rises together: +1, whatever the groups' levels.
     together = within_group_correlation([[0.0, 9.0], [1.0, 10.0], [5.0, -3.0], [6.0, -2.0]], [0, 0, 1, 1])
     assert together[0, 1] == pytest.approx(1.0)
+
+
+def test_bar_failures_by_hand():
+    passing = {"average": 0.019, "hv_per_prompt": 0.0005, "a": -0.006, "b": 0.04, "colour": 0.008, "background": -0.03}
+    assert bar_failures(passing, ["a", "b"]) == []  # −0.006 ≥ −0.01 and |−0.03| ≤ 0.03: both on the line's safe side
+    failing = {**passing, "average": 0.0, "a": -0.018, "background": -0.031}
+    assert bar_failures(failing, ["a", "b"]) == ["average +0.000", "a -0.018", "background -0.031"]
+    assert bar_failures(failing, ["a", "b"], max_drop=0.02, checker_tolerance=0.05) == ["average +0.000"]
+    assert bar_failures({**passing, "colour": 0.2}, ["a", "b"]) == []  # better prompt following is no harm
