@@ -27,7 +27,8 @@ def test_train_tiny_preset_end_to_end(tmp_path, capsys):
     assert "| brightness |" in out and str(tmp_path / "run") in out
 
 
-def test_user_mistakes_exit_2_with_one_line(capsys):
+def test_user_mistakes_exit_2_with_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the bad reward is found after the default runs/parrot is claimed
     assert main(["train", "--set", "train.lr=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("parrot: error: unknown config key 'train.lr' (did you mean 'train.learning_rate'?)")
