@@ -65,8 +65,15 @@ def within_group_correlation(scores: np.ndarray, groups: np.ndarray | list) -> n
     return (centred.T @ centred) / np.outer(norms, norms)
 
 
+BAR_MAX_DROP = 0.01  # issue 15's bar for a default job: the most any reward may fall
+BAR_CHECKER_TOLERANCE = 0.03  # ... and the most the checker's colour or background accuracy may fall
+
+
 def bar_failures(
-    change: dict[str, float], rewards: list[str], max_drop: float = 0.01, checker_tolerance: float = 0.03
+    change: dict[str, float],
+    rewards: list[str],
+    max_drop: float = BAR_MAX_DROP,
+    checker_tolerance: float = BAR_CHECKER_TOLERANCE,
 ) -> list[str]:
     """What keeps one run's before → after ``change`` from counting as a win for the default job
     (issue 15): the average and the per-prompt hypervolume must rise, no reward may fall by more
