@@ -48,7 +48,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from provenance import code_version
+from parrot_t2i.provenance import code_version
 
 RESULTS = Path(__file__).parent / "results"
 REWARDS = ["brightness", "colorfulness", "jpeg_compressibility"]

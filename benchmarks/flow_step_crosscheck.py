@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
-from provenance import code_version
 
 from parrot_t2i.diffusion import transition_log_prob
 from parrot_t2i.flow import flow_sde_step_mean_std
+from parrot_t2i.provenance import code_version
 
 RESULTS = Path(__file__).parent / "results"
 FILE = "flow_grpo/diffusers_patch/sd3_sde_with_logprob.py"

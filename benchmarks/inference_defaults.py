@@ -28,7 +28,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from provenance import code_version
 
 from parrot_t2i.config import load_config
 from parrot_t2i.evaluate import evaluate, inference_from_config
@@ -37,6 +36,7 @@ from parrot_t2i.mini.nets import AttributeChecker
 from parrot_t2i.pen import PromptExpander
 from parrot_t2i.policies.unet import T2IPolicy
 from parrot_t2i.prompts import read_prompt_file
+from parrot_t2i.provenance import code_version
 from parrot_t2i.rewards import build_rewards
 from parrot_t2i.runs import open_run, run_expander, run_policy
 

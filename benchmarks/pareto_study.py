@@ -69,7 +69,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 import yaml
-from provenance import code_version
 
 from parrot_t2i.config import Config, load_config
 from parrot_t2i.evaluate import Inference, evaluate, inference_from_config
@@ -78,6 +77,7 @@ from parrot_t2i.mini.nets import AttributeChecker
 from parrot_t2i.pareto import hypervolume, per_prompt_hypervolume
 from parrot_t2i.policies import Policy, load_policy
 from parrot_t2i.prompts import read_prompt_file
+from parrot_t2i.provenance import code_version
 from parrot_t2i.rewards import build_rewards
 from parrot_t2i.runs import open_run, run_policy
 from parrot_t2i.stats import mean_ci, seeds_to_resolve, within_group_correlation
@@ -199,14 +199,14 @@ def train_row(out: Path, preset: str | None, overrides: list[str], common: list[
         print(f"{name}: training", flush=True)
         shutil.rmtree(out, ignore_errors=True)  # an interrupted training starts over
         train(load_config(preset, [*common, f"train.output_dir={out}", *overrides]))
-        (out / "code_version.txt").write_text(code_version() + "\n")
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     weights_nonzero = [h["selected_fraction"] for h in history]
+    summary = json.loads((out / "summary.json").read_text())
     return {
-        "wall_time_s": json.loads((out / "summary.json").read_text())["wall_time_s"],
+        "wall_time_s": summary["wall_time_s"],
         "iteration_s": float(np.median([h["time/iteration"] for h in history])),
         "backward_fraction": float(np.mean(weights_nonzero)),
-        "code_version": (out / "code_version.txt").read_text().strip(),
+        "code_version": summary.get("code_version", "not recorded"),  # the code that trained it
     }
 
 

@@ -17,8 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from provenance import code_version
-
+from parrot_t2i.provenance import code_version
 from parrot_t2i.runs import run_config
 from parrot_t2i.stats import BAR_CHECKER_TOLERANCE, BAR_MAX_DROP, bar_failures, mean_ci
 
@@ -66,6 +65,7 @@ def main() -> None:
         record = {
             "run": str(run),
             "wall_time_s": summary["wall_time_s"],
+            "code_version": summary.get("code_version", "not recorded"),  # runs before it was: unknown
             "own": changes(summary["before"], summary["after"]),
         }
         own.append(record["own"])

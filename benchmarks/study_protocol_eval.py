@@ -21,7 +21,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 from pareto_study import CHECKED, RESULTS, evaluate_row
-from provenance import code_version
 
 from parrot_t2i.config import load_config
 from parrot_t2i.evaluate import inference_from_config
@@ -29,6 +28,7 @@ from parrot_t2i.mini import weights_path
 from parrot_t2i.mini.nets import AttributeChecker
 from parrot_t2i.pareto import per_prompt_hypervolume
 from parrot_t2i.prompts import read_prompt_file
+from parrot_t2i.provenance import code_version
 from parrot_t2i.rewards import build_rewards
 from parrot_t2i.runs import open_run, run_policy
 

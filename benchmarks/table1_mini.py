@@ -60,7 +60,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 from pareto_study import CHECKED, REFERENCE_QUANTILE, interval
-from provenance import code_version
 
 from parrot_t2i.config import load_config
 from parrot_t2i.evaluate import evaluate, inference_from_config
@@ -71,6 +70,7 @@ from parrot_t2i.pen import PromptExpander
 from parrot_t2i.plots import reward_curves, save
 from parrot_t2i.policies import load_policy
 from parrot_t2i.prompts import read_prompt_file
+from parrot_t2i.provenance import code_version
 from parrot_t2i.rewards import build_rewards
 from parrot_t2i.runs import open_combined, open_run, run_expander, run_policy
 from parrot_t2i.trainer import train
@@ -129,11 +129,12 @@ def trained(out: Path, preset: str | None, overrides: list[str], budget: list[st
         train(load_config(preset, [*budget, f"train.output_dir={out}", *overrides]))
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     names = [r.name for r in open_run(out)[0].rewards]
+    summary = json.loads((out / "summary.json").read_text())
     return {
         "curve": [float(np.mean([h[f"reward/{n}/mean"] for n in names])) for h in history],
-        "wall_time_s": json.loads((out / "summary.json").read_text())["wall_time_s"],
+        "wall_time_s": summary["wall_time_s"],
         "iteration_s": float(np.median([h["time/iteration"] for h in history])),
-        "code_version": code_version(),
+        "code_version": summary.get("code_version", code_version()),  # the code that trained it
     }
 
 

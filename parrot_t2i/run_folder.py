@@ -20,6 +20,7 @@ from .errors import ParrotError
 from .evaluate import Evaluation, comparison_table, evaluate, inference_from_config
 from .images import make_grid, save_grid
 from .pareto import lower_quantile_reference, per_prompt_hypervolume
+from .provenance import code_version
 from .run import Run
 from .tracking import log_grid
 
@@ -131,7 +132,7 @@ def write_summary(
     The table compares every reward on the held-out prompts before and after training; without an
     evaluation set it falls back to the training batches' means at the first and last iteration.
     """
-    summary: dict = {"iterations": len(history), "wall_time_s": round(seconds, 1)}
+    summary: dict = {"iterations": len(history), "wall_time_s": round(seconds, 1), "code_version": code_version()}
     if history:
         summary["mean_iteration_s"] = sum(h["time/iteration"] for h in history) / len(history)
     lines = [f"run folder: {run.run_dir}", f"iterations: {len(history)}, wall time {seconds / 60:.1f} min"]

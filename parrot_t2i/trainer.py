@@ -37,7 +37,7 @@ from .objectives import (
 )
 from .pen import Expansions, sampled_log_probs
 from .prompts import read_prompt_file
-from .rewards import RewardError, score_all
+from .rewards import RewardError, check_reward, score_all
 from .run import Run, holding, setup_run
 from .run_folder import (
     claim_run_dir,
@@ -443,6 +443,8 @@ def train(config: Config, resume: Path | None = None) -> Path:
     the result is bit-identical to a run that was never interrupted.
     """
     held_out = read_prompt_file(config.eval.file, "eval.file") if config.eval.file else None
+    for spec in config.rewards:  # a typo fails before a run folder is claimed for it
+        check_reward(spec)
     total = config.train.num_iterations
     run_dir = (
         resume if resume is not None else on_main_process_shared(lambda: claim_run_dir(Path(config.train.output_dir)))

@@ -28,13 +28,14 @@ def test_train_tiny_preset_end_to_end(tmp_path, capsys):
 
 
 def test_user_mistakes_exit_2_with_one_line(capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the bad reward is found after the default runs/parrot is claimed
+    monkeypatch.chdir(tmp_path)  # the default output_dir, runs/parrot, is under the cwd
     assert main(["train", "--set", "train.lr=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("parrot: error: unknown config key 'train.lr' (did you mean 'train.learning_rate'?)")
     assert len(err.splitlines()) == 1
     assert main(["train", "--set", "rewards=[brightnes]", "--set", "train.num_iterations=1"]) == 2
     assert "known rewards: brightness" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused before a run folder was claimed for it
 
 
 def test_console_entry_point_prints_no_traceback(tmp_path):

@@ -8,6 +8,7 @@ import torch
 
 from parrot_t2i.config import ConfigError, load_config
 from parrot_t2i.diffusion import CFG
+from parrot_t2i.provenance import code_version
 from parrot_t2i.run import load_prompts, setup_run
 from parrot_t2i.trainer import assign_rewards, condition, sde_window, train, train_iteration
 
@@ -219,6 +220,7 @@ def test_train_writes_a_complete_run_folder_and_never_overwrites(tmp_path, capsy
     assert summary["iterations"] == 3 and summary["eval_prompts"] == 30 and summary["eval_images"] == 30
     assert set(summary["before"]) == set(summary["after"]) == {"brightness", "average", "hv_per_prompt"}
     assert summary["after"]["hv_per_prompt"] >= 0 and len(summary["hypervolume_reference"]) == 1
+    assert summary["code_version"] == code_version()  # which code trained it
     assert "| brightness |" in capsys.readouterr().out and "| brightness |" in (run_dir / "summary.md").read_text()
     report = json.loads((run_dir / "report" / "results.json").read_text())
     assert [e["label"] for e in report["entries"]] == ["before", "after"] and report["entries"][1]["source"].endswith(

@@ -8,6 +8,7 @@ from .base import (
     RewardError,
     build_reward,
     build_rewards,
+    check_reward,
     register_reward,
     score_all,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "RewardError",
     "build_reward",
     "build_rewards",
+    "check_reward",
     "register_reward",
     "score_all",
 ]

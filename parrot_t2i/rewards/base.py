@@ -108,22 +108,34 @@ def build_reward(
     called with them to produce the reward (user code places itself: it scores on the images'
     device).
     """
-    if isinstance(spec, str):
-        spec = RewardSpec(name=spec)
-    elif isinstance(spec, dict):
-        spec = RewardSpec(**spec)
+    spec = _spec(spec)
+    check_reward(spec)
     if ":" in spec.name:
         obj = _import(spec.name)
         reward = obj(**spec.args) if spec.args else obj
         return reward if isinstance(reward, Reward) else CallableReward(spec.name, reward)
-    if spec.name not in REGISTRY:
-        raise ConfigError(
-            f"unknown reward {spec.name!r}; known rewards: {', '.join(sorted(REGISTRY))} (or 'module:function')"
-        )
     try:
         return REGISTRY[spec.name].from_pretrained(**spec.args, device=device, cache=cache)
     except TypeError as err:
         raise ConfigError(f"reward {spec.name!r}: bad args {spec.args} ({err})") from None
+
+
+def _spec(spec: RewardSpec | str | dict) -> RewardSpec:
+    if isinstance(spec, str):
+        return RewardSpec(name=spec)
+    return RewardSpec(**spec) if isinstance(spec, dict) else spec
+
+
+def check_reward(spec: RewardSpec | str | dict) -> None:
+    """A :class:`ConfigError` unless ``spec`` names a registered reward or an importable callable:
+    the cheap check, no model loaded, that lets a job refuse a typo before it claims a run folder."""
+    spec = _spec(spec)
+    if ":" in spec.name:
+        _import(spec.name)
+    elif spec.name not in REGISTRY:
+        raise ConfigError(
+            f"unknown reward {spec.name!r}; known rewards: {', '.join(sorted(REGISTRY))} (or 'module:function')"
+        )
 
 
 def build_rewards(specs: list, device: str | torch.device = "cpu") -> list[Reward]:
