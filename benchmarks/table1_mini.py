@@ -26,6 +26,7 @@ identifiers the base model never learnt and an expansion cost it by themselves.
 | w/o original-prompt guidance | Parrot | expansion + identifiers |
 | Parrot | Parrot: `parrot train` at this budget | Parrot's |
 | Parrot + KL (`--config mini-kl`) | Pareto filter + group z, exact KL β = 0.01 to the pre-RL model | Parrot's |
+| Parrot + KL β = 0.003 | as Parrot + KL, a weaker pull to the pre-RL model | Parrot's |
 
 Inferences: *plain* = the prompt as given, CFG 5; *identifiers* = all four identifiers prefixed, CFG 5;
 *expansion* = the PEN's expansion, CFG 5; *expansion + identifiers*; *Parrot's* = expansion +
@@ -41,7 +42,7 @@ per iteration for the two DPOK weightings and Parrot.
 Resumable across sessions: every (seed, row) evaluation is kept in ``<out stem>_evals.json`` beside the
 JSON (commit it with the results), and a seed whose rows are all there is not trained again; within a
 session finished trainings under --work-dir are reused. Writes benchmarks/results/table1_mini.json,
-table1_mini_evals.json and table1_mini_curves.png.
+table1_mini_evals.json and table1_mini_curves.png (+ .svg).
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ TRAININGS = {
     "decoupled_pen": (None, ["train.t2i=false"]),  # ... and the PEN against the base model, combined at load time
     "parrot": (None, []),
     "parrot_kl": ("mini-kl", []),
+    "parrot_kl0.003": ("mini-kl", ["train.kl_coef=0.003"]),  # a weaker pull, to see whether gains come before drift
 }
 # Each inference once: changes to the default job's evaluation settings (expansion + all identifiers + Eq. 5).
 INFERENCES = {
@@ -118,6 +120,7 @@ ROWS = [
     ("parrot/no_eq5", "w/o original-prompt guidance", "parrot", "expansion + identifiers"),
     ("parrot", "Parrot (the default job)", "parrot", "Parrot's"),
     ("parrot_kl", "Parrot + KL β = 0.01 (--config mini-kl)", "parrot_kl", "Parrot's"),
+    ("parrot_kl0.003", "Parrot + KL β = 0.003", "parrot_kl0.003", "Parrot's"),
 ]
 CURVES = {"DPOK 0.7/0.1/0.1/0.1": "dpok_raw_0.7", "DPOK equal": "dpok_raw", "Parrot": "parrot"}
 
