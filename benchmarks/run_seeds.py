@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from parrot_t2i.provenance import code_version
@@ -37,14 +38,16 @@ def summarise(per_run: list[dict[str, float]]) -> dict[str, dict]:
     for key in keys:
         values = [run[key] for run in per_run]
         mean, half = mean_ci(values)
-        out[key] = {"mean": mean, "ci95": half, "per_seed": values}
+        # One seed has no interval: null keeps the JSON strict (NaN is not JSON).
+        out[key] = {"mean": mean, "ci95": half if math.isfinite(half) else None, "per_seed": values}
     return out
 
 
 def print_table(title: str, table: dict[str, dict]) -> None:
     print(f"\n{title}\n| measure | change (mean ± 95% over seeds) | per seed |\n|---|---:|---|")
     for key, v in table.items():
-        print(f"| {key} | {v['mean']:+.4f} ± {v['ci95']:.4f} | {', '.join(f'{x:+.4f}' for x in v['per_seed'])} |")
+        half = "—" if v["ci95"] is None else f"{v['ci95']:.4f}"
+        print(f"| {key} | {v['mean']:+.4f} ± {half} | {', '.join(f'{x:+.4f}' for x in v['per_seed'])} |")
 
 
 def verdict(failures: list[str]) -> str:
