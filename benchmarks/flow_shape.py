@@ -22,14 +22,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from parrot_t2i.config import load_config
 from parrot_t2i.evaluate import evaluate, inference_from_config
-from parrot_t2i.mini import weights_path
-from parrot_t2i.mini.nets import AttributeChecker
 from parrot_t2i.policies import load_policy
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.provenance import code_version
 from parrot_t2i.rewards import build_rewards
+from parrot_t2i.run_folder import CHECKED, checker_accuracy
 
-CHECKED = ("shape", "colour", "background")
 SETTINGS = [(5.0, 20), (5.0, 50), (2.0, 20), (8.0, 20)]  # (CFG scale, Euler steps); the first is the preset's
 
 
@@ -47,7 +45,6 @@ def main() -> None:
     )
     names = [spec.name for spec in config.rewards]
     rewards = build_rewards(config.rewards)
-    checker = AttributeChecker.from_pretrained(weights_path("checker")).eval()
     prompts = read_prompt_file("builtin:mini-heldout", "held-out prompts")
     rows = []
     for scale, steps in SETTINGS:
@@ -62,8 +59,8 @@ def main() -> None:
             batch_size=40,
             desc=f"CFG {scale}, {steps} steps",
         )
-        hits = checker.prompt_hits(result.images, result.prompts, CHECKED)
-        rows.append({"cfg": scale, "steps": steps, **{a: sum(v) / len(v) for a, v in hits.items()}, **result.means()})
+        accuracy = {k.removeprefix("checker/"): v for k, v in checker_accuracy(config, result).items()}
+        rows.append({"cfg": scale, "steps": steps, **accuracy, **result.means()})
     columns = [*CHECKED, *names, "average"]
     print("\n| CFG | Euler steps | " + " | ".join(columns) + " |\n|---:|---:|" + "---:|" * len(columns))
     for row in rows:
