@@ -19,6 +19,7 @@ from .errors import ParrotError
 PREFIX = "builtin:"
 PROMPT_SETS = Path(__file__).parent / "mini" / "prompts"
 MINI_WORLD_MODELS = ("builtin:mini", "builtin:mini-flow")  # they draw the mini world: its PEN, words, checker
+MINI_WORLD_MARKER = "mini_world.json"  # written beside a model `parrot mini` trains (mini/nets.write_model_card)
 Kind = Literal["t2i", "pen"]
 
 
@@ -54,6 +55,12 @@ def resolve(name_or_path: str, kind: Kind) -> str:
         what = "model" if kind == "t2i" else "PEN"
         raise ParrotError(f"unknown built-in {what} {name_or_path!r} (built-ins: {known})")
     return str(MODELS[kind][name]())
+
+
+def is_mini_world_model(name_or_path: str) -> bool:
+    """Whether a model draws the mini world (so its PEN, vocabulary and attribute checker apply): a
+    built-in mini model, or a folder ``parrot mini`` wrote, e.g. a retrained model under test."""
+    return name_or_path in MINI_WORLD_MODELS or (Path(name_or_path) / MINI_WORLD_MARKER).is_file()
 
 
 def prompt_sets() -> list[str]:

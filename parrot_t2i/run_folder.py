@@ -13,7 +13,7 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from torch import Tensor
 
-from .builtin import MINI_WORLD_MODELS
+from .builtin import is_mini_world_model
 from .checkpoint import save_checkpoint
 from .config import Config
 from .errors import ParrotError
@@ -113,8 +113,8 @@ CHECKED = ("shape", "colour", "background")
 def checker_accuracy(config: Config, evaluation: Evaluation) -> dict[str, float]:
     """For a mini-world run, the attribute checker's accuracy on the prompts' named attributes: an
     independent judge beside the rewards, which reward hacking cannot fool (it is never trained
-    against). Empty for other models (the mini UNet and the mini flow model draw the world)."""
-    if config.model.pretrained not in MINI_WORLD_MODELS:
+    against). Empty for other models (the mini UNet and the mini flow model, or a retrained one, draw the world)."""
+    if not is_mini_world_model(config.model.pretrained):
         return {}
     from .mini import weights_path
     from .mini.nets import AttributeChecker

@@ -315,6 +315,15 @@ def test_mini_train_t2i_runs_both_phases_and_loads(tmp_path, capsys):
     assert main(["mini", "train-t2i", "--steps", "0"]) == 2 and "--steps must be >= 1" in capsys.readouterr().err
 
 
+def test_mini_patch_size_is_checked_and_goes_with_train_flow_only(tmp_path, capsys):
+    work = ["--work-dir", str(tmp_path)]
+    assert main(["mini", "train-flow", "--patch-size", "3", *work]) == 2
+    assert "the patch size must divide the 32-pixel image side (got 3)" in capsys.readouterr().err
+    assert main(["mini", "train-t2i", "--patch-size", "2", *work]) == 2
+    assert "--patch-size goes with train-flow" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # refused before any training started
+
+
 def test_a_failing_user_reward_names_itself_keeps_its_frames_and_the_run(tmp_path, capsys, monkeypatch):
     (tmp_path / "my_rewards.py").write_text(
         "import torch\n"

@@ -9,6 +9,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from parrot_t2i.builtin import is_mini_world_model
 from parrot_t2i.diffusion import CFG, guided, transition_log_prob
 from parrot_t2i.mini.train_flow import flow_matching_targets
 from parrot_t2i.policies import Policy, load_policy
@@ -30,13 +31,19 @@ def mini_flow(tmp_path_factory):
     from parrot_t2i.cli import main
 
     root = tmp_path_factory.mktemp("mini-flow")
-    assert main(["mini", "train-flow", "--steps", "2", "--out", str(root / "model"), "--work-dir", str(root)]) == 0
+    argv = ["mini", "train-flow", "--steps", "2", "--patch-size", "8", "--out", str(root / "model")]
+    assert main([*argv, "--work-dir", str(root)]) == 0
     return root / "model", load_policy(str(root / "model"))
 
 
-def test_train_flow_writes_a_model_load_policy_recognises(mini_flow):
-    _, policy = mini_flow
+def test_train_flow_writes_a_model_load_policy_recognises(mini_flow, tiny_pixel_model):
+    path, policy = mini_flow
     assert type(policy).__name__ == "PixelFlowPolicy" and isinstance(policy, Policy)
+    assert policy.transformer.config.patch_size == 8  # --patch-size 8: 4×4 tokens
+    assert "parrot mini train-flow --patch-size 8" in (path / "README.md").read_text()
+    # Loaded by path, a retrained model is still the mini world's (its PEN, words and checker), a
+    # tiny pixel-space test model is not.
+    assert is_mini_world_model(str(path)) and not is_mini_world_model(str(tiny_pixel_model))
     assert policy.resolution == 32 and policy.latent_shape() == (3, 32, 32)
     images = policy.decode(torch.zeros(1, 3, 32, 32))
     assert images.shape == (1, 3, 32, 32) and torch.allclose(images, torch.full_like(images, 0.5))

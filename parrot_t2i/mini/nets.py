@@ -8,6 +8,7 @@ folders also hold the mini tokenizer where the model reads text.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -15,16 +16,20 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
+from ..builtin import MINI_WORLD_MARKER
 from .world import ATTRIBUTES, RESOLUTION, parse_prompt
 
 
 def write_model_card(folder: str | Path, title: str, description: str, command: str) -> None:
-    """Replace huggingface_hub's generic README with what this model is and how it was made."""
+    """Replace huggingface_hub's generic README with what this model is and how it was made, and mark
+    the folder as the mini world's, so a retrained model loaded by path keeps the world's PEN,
+    vocabulary warning and attribute checker (``builtin.is_mini_world_model``)."""
     text = (
         f"# {title}\n\n{description}\n\n"
         f"Part of parrot-t2i's embedded mini world (docs/MINI_WORLD.md). Rebuilt by:\n\n    {command}\n"
     )
     (Path(folder) / "README.md").write_text(text)
+    (Path(folder) / MINI_WORLD_MARKER).write_text(json.dumps({"rebuilt_by": command}) + "\n")
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
