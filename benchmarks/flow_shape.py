@@ -1,17 +1,20 @@
 """Is the mini flow model's weak shape drawing the sampler's fault or the model's? (issue 15)
 
-    python benchmarks/flow_shape.py
+    python benchmarks/flow_shape.py                                   # the shipped model
+    python benchmarks/flow_shape.py --model DIR --name p2             # a retrained one, e.g. --patch-size 2
 
 `builtin:mini-flow` draws the prompt's shape in about 0.39 of held-out images (the mini UNet:
 0.975). If that came from the sampler, more Euler steps or another CFG scale would lift it, and
 the flow model could become the default job without retraining. Each row draws the 30 held-out
 prompts × 4 images from the same noise with the plain prompt (no PEN, no identifiers, plain CFG,
 deterministic Euler), read by the attribute checker and scored by the four rewards. Prints the
-table and writes benchmarks/results/flow_shape.json (~1.5 min on 2 cores).
+table and writes benchmarks/results/flow_shape.json, or flow_shape_NAME.json (~1.5 min on 2 cores at
+patch 4).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -32,9 +35,15 @@ SETTINGS = [(5.0, 20), (5.0, 50), (2.0, 20), (8.0, 20)]  # (CFG scale, Euler ste
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="builtin:mini-flow", help="a mini flow model: builtin:mini-flow or a folder")
+    parser.add_argument("--name", help="results file suffix (flow_shape_NAME.json); needed with --model")
+    args = parser.parse_args()
+    if (args.model == "builtin:mini-flow") != (args.name is None):
+        parser.error("--name goes with --model (and names its results file)")
     started = time.perf_counter()
-    config = load_config("mini-flow")
-    policy = load_policy("builtin:mini-flow", config.model)
+    config = load_config("mini-flow", [f"model.pretrained={args.model}"])
+    policy = load_policy(args.model, config.model)
     plain = replace(
         inference_from_config(config, None, trained_identifiers=False),
         expander=None,
@@ -65,12 +74,13 @@ def main() -> None:
     print("\n| CFG | Euler steps | " + " | ".join(columns) + " |\n|---:|---:|" + "---:|" * len(columns))
     for row in rows:
         print(f"| {row['cfg']:g} | {row['steps']} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
-    out = Path(__file__).parent / "results" / "flow_shape.json"
+    out = Path(__file__).parent / "results" / (f"flow_shape_{args.name}.json" if args.name else "flow_shape.json")
     out.write_text(
         json.dumps(
             {
                 "code_version": code_version(),
-                "model": "builtin:mini-flow",
+                "model": args.model,
+                "patch_size": policy.transformer.config.patch_size,
                 "prompts": "builtin:mini-heldout × 4 images, noise seed 1234, plain prompt and CFG",
                 "rows": rows,
                 "wall_time_s": round(time.perf_counter() - started, 1),

@@ -2,6 +2,7 @@
 
     python benchmarks/inference_defaults.py                       # the shipped mini model + mini PEN
     python benchmarks/inference_defaults.py --run runs/parrot     # a trained run (its PEN and identifiers)
+    python benchmarks/inference_defaults.py --model DIR           # another mini-world model + the mini PEN
 
 On the held-out mini-world prompts, from the same noise and the same PEN expansions in every row,
 each inference setting is read by the attribute checker (shape / colour / background accuracy
@@ -12,7 +13,7 @@ against what the prompt names: prompt following, never a reward) and scored by t
 - "defaults": what `parrot generate` does with no flags (the config's eval settings);
 - a grid of Eq. 5 weights (w1, w2) with and without guidance rescale, and expansion-only CFG.
 
-Prints the table and writes benchmarks/results/inference_defaults[_RUN].json.
+Prints the table and writes benchmarks/results/inference_defaults[_RUN or _MODEL].json.
 """
 
 from __future__ import annotations
@@ -29,18 +30,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from parrot_t2i.builtin import is_mini_world_model
 from parrot_t2i.config import load_config
 from parrot_t2i.evaluate import evaluate, inference_from_config
-from parrot_t2i.mini import weights_path
-from parrot_t2i.mini.nets import AttributeChecker
 from parrot_t2i.pen import PromptExpander
-from parrot_t2i.policies.unet import T2IPolicy
+from parrot_t2i.policies import load_policy
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.provenance import code_version
 from parrot_t2i.rewards import build_rewards
+from parrot_t2i.run_folder import CHECKED, checker_accuracy
 from parrot_t2i.runs import open_run, run_expander, run_policy
 
-CHECKED = ("shape", "colour", "background")
 GRID = [  # (label, changes to the defaults' inference)
     ("Eq. 5, w1 = w2 = 2.5", {"w1": 2.5, "w2": 2.5, "guidance_rescale": 0.0}),
     ("Eq. 5, w1 = w2 = 2.5, rescale 0.7", {"w1": 2.5, "w2": 2.5, "guidance_rescale": 0.7}),
@@ -54,24 +54,28 @@ GRID = [  # (label, changes to the defaults' inference)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", help="a run folder (default: the shipped builtin:mini model and PEN)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--run", help="a run folder (default: the shipped builtin:mini model and PEN)")
+    source.add_argument("--model", help="a mini-world model without a run: builtin:mini-flow, a folder")
     parser.add_argument("--images-per-prompt", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--out", help="results JSON (default: benchmarks/results/inference_defaults[_RUN].json)")
     args = parser.parse_args()
+    if args.model and not is_mini_world_model(args.model):
+        parser.error(f"--model {args.model!r} is not a mini-world model (the checker reads only the mini world)")
     started = time.perf_counter()
     if args.run:
         config, checkpoint = open_run(args.run)
         policy, expander = run_policy(config, checkpoint), run_expander(config, checkpoint)
         defaults = inference_from_config(config, expander)
-    else:  # what `parrot generate` does without --run
-        config = load_config(None)
-        policy, expander = T2IPolicy.from_pretrained("builtin:mini"), PromptExpander.from_pretrained("builtin:mini")
+    else:  # what `parrot generate [--model M]` does without --run
+        config = load_config(None, [f"model.pretrained={args.model or 'builtin:mini'}"])
+        policy = load_policy(config.model.pretrained, config.model)
+        expander = PromptExpander.from_pretrained("builtin:mini")
         defaults = inference_from_config(config, expander, trained_identifiers=False)
     defaults = replace(defaults, seed=args.seed)
     names = [spec.name for spec in config.rewards]
     rewards = build_rewards(config.rewards)
-    checker = AttributeChecker.from_pretrained(weights_path("checker")).eval()
     prompts = read_prompt_file("builtin:mini-heldout", "held-out prompts")
     settings = [
         (
@@ -97,27 +101,22 @@ def main() -> None:
             batch_size=40,
             desc=label,
         )
-        hits = checker.prompt_hits(result.images, result.prompts, CHECKED)
-        accuracy = {a: sum(v) / len(v) for a, v in hits.items()}
+        accuracy = {k.removeprefix("checker/"): v for k, v in checker_accuracy(config, result).items()}
         rows.append({"setting": label, **accuracy, **result.means()})
         print(f"{label}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1].items() if k != "setting"), flush=True)
     columns = [*CHECKED, *names, "average"]
     print("\n| setting | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns))
     for row in rows:
         print(f"| {row['setting']} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
-    out = (
-        Path(args.out)
-        if args.out
-        else Path(__file__).parent
-        / "results"
-        / f"inference_defaults{'_' + Path(args.run).name if args.run else ''}.json"
-    )
+    source = args.run or args.model
+    suffix = "_" + Path(source.removeprefix("builtin:")).name if source else ""
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"inference_defaults{suffix}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(
         json.dumps(
             {
                 "code_version": code_version(),
-                "model": args.run or "builtin:mini + builtin:mini PEN",
+                "model": args.run or f"{args.model or 'builtin:mini'} + builtin:mini PEN",
                 "prompts": len(prompts),
                 "images_per_prompt": args.images_per_prompt,
                 "seed": args.seed,
