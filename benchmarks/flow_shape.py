@@ -9,7 +9,8 @@ the flow model could become the default job without retraining. Each row draws t
 prompts × 4 images from the same noise with the plain prompt (no PEN, no identifiers, plain CFG,
 deterministic Euler), read by the attribute checker and scored by the four rewards. Prints the
 table and writes benchmarks/results/flow_shape.json, or flow_shape_NAME.json (~1.5 min on 2 cores at
-patch 4).
+patch 4), and beside it a grid (.png) of "a large red SHAPE on a black background", one row per
+shape drawn from the same four noises: a model that ignores the shape word draws one row four times.
 """
 
 from __future__ import annotations
@@ -23,15 +24,26 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import torch
+
 from parrot_t2i.config import load_config
-from parrot_t2i.evaluate import evaluate, inference_from_config
-from parrot_t2i.policies import load_policy
+from parrot_t2i.evaluate import Inference, evaluate, infer, inference_from_config
+from parrot_t2i.images import save_grid
+from parrot_t2i.mini.world import SHAPES
+from parrot_t2i.policies import Policy, load_policy
 from parrot_t2i.prompts import read_prompt_file
 from parrot_t2i.provenance import code_version
 from parrot_t2i.rewards import build_rewards
 from parrot_t2i.run_folder import CHECKED, checker_accuracy
 
 SETTINGS = [(5.0, 20), (5.0, 50), (2.0, 20), (8.0, 20)]  # (CFG scale, Euler steps); the first is the preset's
+GRID_PROMPT = "a large red {} on a black background"
+
+
+def shape_grid(policy: Policy, inference: Inference, path: Path) -> None:
+    """One row per shape, each from the same four noises (one seed per row)."""
+    rows = [infer(policy, [GRID_PROMPT.format(shape)] * 4, inference)[0] for shape in SHAPES]
+    save_grid(torch.cat(rows), path, ncols=4)
 
 
 def main() -> None:
@@ -75,6 +87,8 @@ def main() -> None:
     for row in rows:
         print(f"| {row['cfg']:g} | {row['steps']} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
     out = Path(__file__).parent / "results" / (f"flow_shape_{args.name}.json" if args.name else "flow_shape.json")
+    scale, steps = SETTINGS[0]
+    shape_grid(policy, replace(plain, guidance_scale=scale, num_inference_steps=steps), out.with_suffix(".png"))
     out.write_text(
         json.dumps(
             {

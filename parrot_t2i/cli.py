@@ -277,8 +277,8 @@ def _mini(args: argparse.Namespace) -> None:
     from .mini import WEIGHTS
 
     _check_flags(args, steps=ONE_OR_MORE, finetune_steps=ONE_OR_MORE)
-    if args.patch_size is not None and args.mini_command != "train-flow":
-        raise ConfigError("--patch-size goes with train-flow (the flow transformer's patch)")
+    if (args.patch_size is not None or args.freeze_text_encoder) and args.mini_command != "train-flow":
+        raise ConfigError("--patch-size and --freeze-text-encoder go with train-flow")
     out, work, resume = Path(args.out) if args.out else WEIGHTS, Path(args.work_dir), not args.restart
     steps = {"steps": args.steps} if args.steps else {}
     if args.mini_command == "train-t2i":
@@ -300,6 +300,8 @@ def _mini(args: argparse.Namespace) -> None:
         cfg = replace(FlowTrainConfig(), **steps)
         if args.patch_size is not None:
             cfg = replace(cfg, patch_size=args.patch_size)
+        if args.freeze_text_encoder:
+            cfg = replace(cfg, train_text_encoder=False)
         train_flow(out if args.out else WEIGHTS / "flow", work / "flow", cfg, resume=resume)
     elif args.mini_command == "train-pen":
         from .mini.train_pen import train_pen
@@ -489,6 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="train-flow only: pixels per side of a transformer token, dividing 32 (default 4; 2 draws finer "
         "outlines at about 3× the time a step)",
+    )
+    mini.add_argument(
+        "--freeze-text-encoder",
+        action="store_true",
+        help="train-flow only: keep the UNet model's text encoder as it is instead of training it jointly",
     )
     mini.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --work-dir")
     mini.set_defaults(func=_mini)

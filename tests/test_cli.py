@@ -320,7 +320,7 @@ def test_mini_patch_size_is_checked_and_goes_with_train_flow_only(tmp_path, caps
     assert main(["mini", "train-flow", "--patch-size", "3", *work]) == 2
     assert "the patch size must divide the 32-pixel image side (got 3)" in capsys.readouterr().err
     assert main(["mini", "train-t2i", "--patch-size", "2", *work]) == 2
-    assert "--patch-size goes with train-flow" in capsys.readouterr().err
+    assert "--patch-size and --freeze-text-encoder go with train-flow" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # refused before any training started
 
 

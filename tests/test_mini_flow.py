@@ -49,6 +49,21 @@ def test_train_flow_writes_a_model_load_policy_recognises(mini_flow, tiny_pixel_
     assert images.shape == (1, 3, 32, 32) and torch.allclose(images, torch.full_like(images, 0.5))
 
 
+def test_train_flow_can_keep_the_unet_models_text_encoder(tmp_path):
+    from transformers import CLIPTextModel
+
+    from parrot_t2i.cli import main
+    from parrot_t2i.mini import weights_path
+
+    argv = ["mini", "train-flow", "--steps", "1", "--patch-size", "8", "--freeze-text-encoder"]
+    assert main([*argv, "--out", str(tmp_path / "model"), "--work-dir", str(tmp_path)]) == 0
+    kept = CLIPTextModel.from_pretrained(tmp_path / "model", subfolder="text_encoder").state_dict()
+    shipped = CLIPTextModel.from_pretrained(weights_path("t2i"), subfolder="text_encoder").state_dict()
+    assert all(torch.equal(kept[name], shipped[name]) for name in shipped)
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "parrot mini train-flow --patch-size 8 --freeze-text-encoder" in card
+
+
 def test_the_deterministic_chain_is_the_schedulers_euler_chain(mini_flow):
     _, policy = mini_flow
     cond, uncond = policy.encode(["a red circle on black"]), policy.encode_negative()
