@@ -59,7 +59,7 @@ def main() -> None:
     source.add_argument("--model", help="a mini-world model without a run: builtin:mini-flow, a folder")
     parser.add_argument("--images-per-prompt", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--out", help="results JSON (default: benchmarks/results/inference_defaults[_RUN].json)")
+    parser.add_argument("--out", help="results JSON (default: results/inference_defaults[_RUN or _MODEL].json)")
     args = parser.parse_args()
     if args.model and not is_mini_world_model(args.model):
         parser.error(f"--model {args.model!r} is not a mini-world model (the checker reads only the mini world)")

@@ -489,8 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     mini.add_argument(
         "--patch-size",
         type=int,
-        help="train-flow only: pixels per side of a transformer token, dividing 32 (default 4; 2 draws finer "
-        "outlines at about 3× the time a step)",
+        help="train-flow only: pixels per side of a transformer token, dividing 32 (default 4; 2 costs about 3× "
+        "the time a step)",
     )
     mini.add_argument(
         "--freeze-text-encoder",

@@ -5,6 +5,7 @@ evaluation before and after, ``summary.md`` / ``summary.json`` and the report.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -110,17 +111,23 @@ def log_images(run: Run, images: Tensor, iteration: int, limit: int = 16) -> Non
 CHECKED = ("shape", "colour", "background")
 
 
+@functools.cache
+def _attribute_checker():
+    """The shipped attribute checker, loaded once: a run scores before and after training, and a
+    benchmark every row of its table."""
+    from .mini import weights_path
+    from .mini.nets import AttributeChecker
+
+    return AttributeChecker.from_pretrained(weights_path("checker")).eval()
+
+
 def checker_accuracy(config: Config, evaluation: Evaluation) -> dict[str, float]:
     """For a mini-world run, the attribute checker's accuracy on the prompts' named attributes: an
     independent judge beside the rewards, which reward hacking cannot fool (it is never trained
     against). Empty for other models (the mini UNet and the mini flow model, or a retrained one, draw the world)."""
     if not is_mini_world_model(config.model.pretrained):
         return {}
-    from .mini import weights_path
-    from .mini.nets import AttributeChecker
-
-    checker = AttributeChecker.from_pretrained(weights_path("checker")).eval()
-    hits = checker.prompt_hits(evaluation.images, evaluation.prompts, CHECKED)
+    hits = _attribute_checker().prompt_hits(evaluation.images, evaluation.prompts, CHECKED)
     return {f"checker/{a}": sum(v) / len(v) for a, v in hits.items()}
 
 
