@@ -315,12 +315,14 @@ def test_mini_train_t2i_runs_both_phases_and_loads(tmp_path, capsys):
     assert main(["mini", "train-t2i", "--steps", "0"]) == 2 and "--steps must be >= 1" in capsys.readouterr().err
 
 
-def test_mini_patch_size_is_checked_and_goes_with_train_flow_only(tmp_path, capsys):
+def test_mini_patch_size_and_layers_are_checked_and_go_with_train_flow_only(tmp_path, capsys):
     work = ["--work-dir", str(tmp_path)]
     assert main(["mini", "train-flow", "--patch-size", "3", *work]) == 2
     assert "the patch size must divide the 32-pixel image side (got 3)" in capsys.readouterr().err
     assert main(["mini", "train-t2i", "--patch-size", "2", *work]) == 2
-    assert "--patch-size and --freeze-text-encoder go with train-flow" in capsys.readouterr().err
+    assert "--patch-size, --layers and --freeze-text-encoder go with train-flow" in capsys.readouterr().err
+    assert main(["mini", "train-flow", "--layers", "0", *work]) == 2
+    assert "the transformer needs at least one joint block (got 0 layers)" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # refused before any training started
 
 

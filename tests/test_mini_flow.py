@@ -31,7 +31,7 @@ def mini_flow(tmp_path_factory):
     from parrot_t2i.cli import main
 
     root = tmp_path_factory.mktemp("mini-flow")
-    argv = ["mini", "train-flow", "--steps", "2", "--patch-size", "8", "--out", str(root / "model")]
+    argv = ["mini", "train-flow", "--steps", "2", "--patch-size", "8", "--layers", "2", "--out", str(root / "model")]
     assert main([*argv, "--work-dir", str(root)]) == 0
     return root / "model", load_policy(str(root / "model"))
 
@@ -40,7 +40,9 @@ def test_train_flow_writes_a_model_load_policy_recognises(mini_flow, tiny_pixel_
     path, policy = mini_flow
     assert type(policy).__name__ == "PixelFlowPolicy" and isinstance(policy, Policy)
     assert policy.transformer.config.patch_size == 8  # --patch-size 8: 4×4 tokens
-    assert "parrot mini train-flow --patch-size 8" in (path / "README.md").read_text()
+    assert policy.transformer.config.num_layers == 2
+    card = (path / "README.md").read_text()
+    assert "parrot mini train-flow --patch-size 8 --layers 2" in card and "2 joint blocks" in card
     # Loaded by path, a retrained model is still the mini world's (its PEN, words and checker), a
     # tiny pixel-space test model is not.
     assert is_mini_world_model(str(path)) and not is_mini_world_model(str(tiny_pixel_model))
