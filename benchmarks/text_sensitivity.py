@@ -9,7 +9,8 @@ The mini flow model draws the prompt's shape in about 0.3 of images, the mini UN
 true caption ("a large red circle on a black background") and from the caption with the shape (or,
 for reference, the colour) swapped. `gain` is how much the true word lowers the x₀ error: what the
 model has learnt to take from that word at that noise level. The UNet's DDPM timesteps are matched
-to the flow's σ by their noise-to-signal ratio (σ/(1 − σ) = √((1 − ᾱ)/ᾱ)). Prints the table and
+to the flow's σ by their noise-to-signal ratio (σ/(1 − σ) = √((1 − ᾱ)/ᾱ)).
+
 A second table draws "a large COLOUR SHAPE on a black background" (4 shapes × 3 colours × 4 images,
 plain prompt and CFG, noise seed 7 for both models) with no position, "at the center" and "at the
 left", read by the attribute checker: if the flow model missed shapes because it cannot find where
@@ -65,6 +66,7 @@ def captions(n: int, seed: int = 0) -> tuple[Tensor, dict[str, list[str]]]:
     return images, texts
 
 
+@torch.no_grad()
 def encode(folder: str, texts: dict[str, list[str]]) -> dict:
     """Each caption set through the model's own text encoder, once."""
     tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
@@ -152,12 +154,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="builtin:mini-flow", help="a mini flow model: builtin:mini-flow or a folder")
     parser.add_argument("--name", help="results file suffix (text_sensitivity_NAME.json); needed with --model")
-    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--images", type=int, default=96, help="rendered scenes for the x₀ table")
     args = parser.parse_args()
     if (args.model == "builtin:mini-flow") != (args.name is None):
         parser.error("--name goes with --model (and names its results file)")
     started = time.perf_counter()
-    torch.manual_seed(0)
     images, texts = captions(args.images)
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(1))
     models = {
