@@ -31,15 +31,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from diffusers import DDIMScheduler, SD3Transformer2DModel, UNet2DConditionModel
 from torch import Tensor
-from transformers import AutoTokenizer, CLIPTextModel
 
-from parrot_t2i.builtin import resolve
-from parrot_t2i.config import load_config
+from parrot_t2i.config import Config, load_config
+from parrot_t2i.diffusion import unet_denoiser
 from parrot_t2i.evaluate import evaluate, inference_from_config
+from parrot_t2i.mini.train_flow import flow_matching_targets
 from parrot_t2i.mini.world import COLOURS, SHAPES, caption, random_scene, render
-from parrot_t2i.policies import load_policy
+from parrot_t2i.policies import Policy, load_policy
 from parrot_t2i.provenance import code_version
 from parrot_t2i.rewards import build_rewards
 from parrot_t2i.run_folder import checker_accuracy
@@ -66,56 +65,30 @@ def captions(n: int, seed: int = 0) -> tuple[Tensor, dict[str, list[str]]]:
     return images, texts
 
 
-@torch.no_grad()
-def encode(folder: str, texts: dict[str, list[str]]) -> dict:
-    """Each caption set through the model's own text encoder, once."""
-    tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
-    encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").eval()
-    length = tokenizer.model_max_length
-    return {
-        k: encoder(
-            tokenizer(v, padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
-        )
-        for k, v in texts.items()
-    }
-
-
-def flow_x0(folder: str, texts: dict[str, list[str]]):
+def flow_x0(policy: Policy, texts: dict[str, list[str]]):
     """x̂₀(x_σ, σ, caption) of a pixel flow model: x_σ − σ·v̂ on the path x_σ = (1 − σ)·x₀ + σ·ε."""
-    transformer = SD3Transformer2DModel.from_pretrained(folder, subfolder="transformer").eval()
-    encoded = encode(folder, texts)
+    conds = {k: policy.encode(v) for k, v in texts.items()}
 
     def predict(x0: Tensor, noise: Tensor, sigma: float, key: str) -> Tensor:
-        text = encoded[key]
-        noisy = (1 - sigma) * x0 + sigma * noise
-        velocity = transformer(
-            hidden_states=noisy,
-            timestep=torch.full((len(x0),), sigma * 1000),
-            encoder_hidden_states=text.last_hidden_state,
-            pooled_projections=text.pooler_output,
-            return_dict=False,
-        )[0]
-        return noisy - sigma * velocity
+        noisy, _ = flow_matching_targets(x0, noise, torch.full((len(x0),), sigma))
+        return noisy - sigma * policy.denoise(noisy, torch.full((len(x0),), sigma * 1000), conds[key])
 
     return predict
 
 
-def unet_x0(folder: str, texts: dict[str, list[str]]):
+def unet_x0(policy: Policy, texts: dict[str, list[str]]):
     """x̂₀ of the v-prediction mini UNet at the DDPM timestep whose noise-to-signal ratio is σ's."""
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet").eval()
-    scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+    scheduler = policy.scheduler
     if scheduler.config.prediction_type != "v_prediction":
-        raise SystemExit(f"expected a v-prediction UNet, {folder} predicts {scheduler.config.prediction_type}")
-    alphas = scheduler.alphas_cumprod
-    encoded = encode(folder, texts)
+        raise SystemExit(f"expected a v-prediction UNet, the model predicts {scheduler.config.prediction_type}")
+    denoise, conds = unet_denoiser(policy.unet), {k: policy.encode(v) for k, v in texts.items()}
 
     def predict(x0: Tensor, noise: Tensor, sigma: float, key: str) -> Tensor:
         target = (1 - sigma) ** 2 / ((1 - sigma) ** 2 + sigma**2)
-        t = int((alphas - target).abs().argmin())
-        a = alphas[t]
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        v = unet(noisy, torch.full((len(x0),), t), encoder_hidden_states=encoded[key].last_hidden_state).sample
-        return a.sqrt() * noisy - (1 - a).sqrt() * v
+        t = (scheduler.alphas_cumprod - target).abs().argmin().expand(len(x0))
+        a = scheduler.alphas_cumprod[t[0]]
+        noisy = scheduler.add_noise(x0, noise, t)
+        return a.sqrt() * noisy - (1 - a).sqrt() * denoise(noisy, t, conds[key])
 
     return predict
 
@@ -129,10 +102,8 @@ def sensitivity(predict, images: Tensor, noise: Tensor) -> list[dict[str, float]
     return rows
 
 
-def position_probe(preset: str, model: str) -> dict[str, dict[str, float]]:
+def position_probe(config: Config, policy: Policy) -> dict[str, dict[str, float]]:
     """The checker's shape and colour accuracy with the position unnamed and named (plain prompt, CFG)."""
-    config = load_config(preset, [f"model.pretrained={model}"])
-    policy = load_policy(model, config.model)
     plain = replace(
         inference_from_config(config, None, trained_identifiers=False),
         identifiers=[],
@@ -161,17 +132,19 @@ def main() -> None:
     started = time.perf_counter()
     images, texts = captions(args.images)
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(1))
-    models = {
-        "flow": flow_x0(resolve(args.model, "t2i"), texts),
-        "unet": unet_x0(resolve("builtin:mini", "t2i"), texts),
+    configs = {
+        "flow": load_config("mini-flow", [f"model.pretrained={args.model}"]),
+        "unet": load_config("mini", ["model.pretrained=builtin:mini"]),
     }
-    results = {name: sensitivity(predict, images, noise) for name, predict in models.items()}
+    policies = {name: load_policy(config.model.pretrained, config.model) for name, config in configs.items()}
+    predictors = {"flow": flow_x0(policies["flow"], texts), "unet": unet_x0(policies["unet"], texts)}
+    results = {name: sensitivity(predict, images, noise) for name, predict in predictors.items()}
     columns = ["flow x₀ MSE", "UNet x₀ MSE", *(f"{m} gain, {a}" for a in SWAPS for m in ("flow", "UNet"))]
     print("\n| σ | " + " | ".join(columns) + " |\n|---:|" + "---:|" * len(columns))
     for f, u in zip(results["flow"], results["unet"], strict=True):
         cells = [f["x0_mse"], u["x0_mse"], f["gain_shape"], u["gain_shape"], f["gain_colour"], u["gain_colour"]]
         print(f"| {f['sigma']:g} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
-    probes = {"flow": position_probe("mini-flow", args.model), "unet": position_probe("mini", "builtin:mini")}
+    probes = {name: position_probe(configs[name], policy) for name, policy in policies.items()}
     header = " | ".join(f"shape, position {k}" for k in POSITIONS)
     print(f"\n| model | {header} |\n|---|" + "---:|" * len(POSITIONS))
     for model, rows in probes.items():
